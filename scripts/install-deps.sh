@@ -1,0 +1,34 @@
+#!/bin/sh
+# Installs the system packages that mqbridge's tests, demo and benchmarks use. Idempotent:
+# packages already installed are not touched, and apt-get runs only when something is missing.
+#
+#   mosquitto, mosquitto-clients  the real broker and real clients the tests run against
+#   libmosquitto-dev, pkg-config  the C client library behind the benchmark's load generator
+#   openssl                       certificate inspection in tests
+#   python3, python3-paho-mqtt    scripted real MQTT clients (paho)
+#   stunnel4                      the TLS baseline in benchmarks
+#   iproute2, tcpdump             two-site tests in network namespaces, and their captures
+set -eu
+
+PACKAGES="mosquitto mosquitto-clients libmosquitto-dev pkg-config openssl python3 python3-paho-mqtt stunnel4 iproute2 tcpdump"
+
+missing=""
+for package in $PACKAGES; do
+    if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then
+        missing="$missing $package"
+    fi
+done
+
+if [ -n "$missing" ]; then
+    echo "install-deps: installing$missing"
+    SUDO=""
+    if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
+fi
+
+# The python3 first on PATH may not be Debian's (pyenv, venv); make sure it can import paho.
+if ! python3 -c 'import paho.mqtt' 2>/dev/null; then
+    echo "install-deps: installing paho-mqtt for $(command -v python3)"
+    python3 -m pip install --quiet paho-mqtt 2>/dev/null || python3 -m pip install --quiet --break-system-packages paho-mqtt
+fi
