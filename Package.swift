@@ -45,6 +45,7 @@ let package = Package(
                 "MQTTCodec", "TopicACL",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "X509", package: "swift-certificates"),
                 .product(name: "Crypto", package: "swift-crypto"),
@@ -76,7 +77,7 @@ let package = Package(
         .executableTarget(
             name: "MQBench",
             dependencies: [
-                "MQTTCodec", "TopicACL", "Bridge", "CMosquitto",
+                "MQTTCodec", "TopicACL", "Bridge", "CMosquitto", "TestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -84,10 +85,13 @@ let package = Package(
             path: "Benchmarks/MQBench",
             swiftSettings: swiftSettings
         ),
+        // Shared by test targets and benchmarks: seeded generators, real processes (mosquitto,
+        // the mqbridge binary) on free loopback ports, stopped by PID.
+        .target(name: "TestSupport", path: "Tests/TestSupport", swiftSettings: swiftSettings),
         .testTarget(
             name: "MQTTCodecTests",
             dependencies: [
-                "MQTTCodec",
+                "MQTTCodec", "TestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOTestUtils", package: "swift-nio"),
@@ -95,14 +99,26 @@ let package = Package(
             resources: [.copy("Fixtures")],
             swiftSettings: swiftSettings
         ),
+        .testTarget(name: "TopicACLTests", dependencies: ["TopicACL", "TestSupport"], swiftSettings: swiftSettings),
         .testTarget(
             name: "BridgeTests",
             dependencies: [
-                "Bridge", "MQTTCodec", "TopicACL",
+                "Bridge", "MQTTCodec", "TopicACL", "TestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOTestUtils", package: "swift-nio"),
             ],
+            swiftSettings: swiftSettings
+        ),
+        // Real processes: mosquitto brokers, mosquitto_pub/sub, paho clients, the mqbridge binary.
+        .testTarget(
+            name: "IntegrationTests",
+            dependencies: [
+                "MQTTCodec", "TopicACL", "Bridge", "TestSupport",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            exclude: ["Scripts"],
             swiftSettings: swiftSettings
         ),
     ]

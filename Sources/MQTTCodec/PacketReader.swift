@@ -21,34 +21,36 @@ struct PacketReader {
     @inlinable var readableBytes: Int { buffer.readableBytes }
     @inlinable var isAtEnd: Bool { buffer.readableBytes == 0 }
 
+    // Field names are autoclosures: they are only built when an error is thrown, so the
+    // hot path never allocates a string for them.
     @inlinable
-    func name(_ field: String) -> String { "\(packet).\(field)" }
+    func name(_ field: () -> String) -> String { "\(packet).\(field())" }
 
     @inlinable
-    func truncated(_ field: String) -> MQTTCodecError {
+    func truncated(_ field: () -> String) -> MQTTCodecError {
         .malformed(name(field), "packet ends before this field is complete (remaining length too short)")
     }
 
     @inlinable
-    mutating func readByte(_ field: String) throws(MQTTCodecError) -> UInt8 {
+    mutating func readByte(_ field: @autoclosure () -> String) throws(MQTTCodecError) -> UInt8 {
         guard let value = buffer.readInteger(as: UInt8.self) else { throw truncated(field) }
         return value
     }
 
     @inlinable
-    mutating func readUInt16(_ field: String) throws(MQTTCodecError) -> UInt16 {
+    mutating func readUInt16(_ field: @autoclosure () -> String) throws(MQTTCodecError) -> UInt16 {
         guard let value = buffer.readInteger(as: UInt16.self) else { throw truncated(field) }
         return value
     }
 
     @inlinable
-    mutating func readUInt32(_ field: String) throws(MQTTCodecError) -> UInt32 {
+    mutating func readUInt32(_ field: @autoclosure () -> String) throws(MQTTCodecError) -> UInt32 {
         guard let value = buffer.readInteger(as: UInt32.self) else { throw truncated(field) }
         return value
     }
 
     @inlinable
-    mutating func readVariableByteInteger(_ field: String) throws(MQTTCodecError) -> UInt32 {
+    mutating func readVariableByteInteger(_ field: @autoclosure () -> String) throws(MQTTCodecError) -> UInt32 {
         switch try VariableByteInteger.peek(in: buffer, at: buffer.readerIndex, field: name(field)) {
         case .value(let value, let count):
             buffer.moveReaderIndex(forwardBy: count)
@@ -64,23 +66,23 @@ struct PacketReader {
     mutating func readPacketIdentifier() throws(MQTTCodecError) -> UInt16 {
         let id = try readUInt16("packetIdentifier")
         if id == 0 {
-            throw .malformed(name("packetIdentifier"), "packet identifier must be non-zero", spec: "MQTT-2.2.1-3")
+            throw .malformed(name { "packetIdentifier" }, "packet identifier must be non-zero", spec: "MQTT-2.2.1-3")
         }
         return id
     }
 
     /// Binary Data: a 2-byte length and that many bytes, returned as a slice (no copy).
     @inlinable
-    mutating func readBinary(_ field: String) throws(MQTTCodecError) -> ByteBuffer {
-        let length = Int(try readUInt16(field + ".length"))
+    mutating func readBinary(_ field: @autoclosure () -> String) throws(MQTTCodecError) -> ByteBuffer {
+        let length = Int(try readUInt16(field() + ".length"))
         guard let slice = buffer.readSlice(length: length) else { throw truncated(field) }
         return slice
     }
 
     /// A UTF-8 Encoded String, validated per MQTT's rules (see `MQTTUTF8`).
     @inlinable
-    mutating func readString(_ field: String) throws(MQTTCodecError) -> String {
-        let length = Int(try readUInt16(field + ".length"))
+    mutating func readString(_ field: @autoclosure () -> String) throws(MQTTCodecError) -> String {
+        let length = Int(try readUInt16(field() + ".length"))
         guard buffer.readableBytes >= length else { throw truncated(field) }
         let result = buffer.withUnsafeReadableBytes { bytes in
             MQTTUTF8.decode(UnsafeRawBufferPointer(rebasing: bytes.prefix(length)), allowDiscouragedCodePoints: options.allowDiscouragedCodePoints)
@@ -102,7 +104,7 @@ struct PacketReader {
     @inlinable
     func expectEnd() throws(MQTTCodecError) {
         if buffer.readableBytes != 0 {
-            throw .malformed(name("remainingLength"), "\(buffer.readableBytes) unexpected byte(s) after the last field")
+            throw .malformed(name { "remainingLength" }, "\(buffer.readableBytes) unexpected byte(s) after the last field")
         }
     }
 }

@@ -334,7 +334,7 @@ extension PacketReader {
     mutating func readProperties(_ context: PropertyContext) throws(MQTTCodecError) -> Properties {
         let length = Int(try readVariableByteInteger("properties.length"))
         if length == 0 { return Properties() }
-        guard let slice = buffer.readSlice(length: length) else { throw truncated("properties") }
+        guard let slice = buffer.readSlice(length: length) else { throw truncated { "properties" } }
         var inner = PacketReader(slice, packet: packet, options: options)
         var properties = Properties()
         var seen: UInt64 = 0  // bit per identifier (all identifiers are < 64)
@@ -343,7 +343,6 @@ extension PacketReader {
             guard rawIdentifier < 0x80, let identifier = PropertyIdentifier(rawValue: UInt8(rawIdentifier)) else {
                 throw .malformed("\(context).properties", "unknown property identifier 0x\(String(rawIdentifier, radix: 16))", spec: "MQTT-2.2.2-2")
             }
-            let field = "properties.\(identifier)"
             guard identifier.isAllowed(in: context) else {
                 throw .protocolError("\(context).properties", "\(identifier) is not allowed in \(context)", spec: "MQTT-2.2.2-2")
             }
@@ -352,68 +351,69 @@ extension PacketReader {
                 throw .protocolError("\(context).properties", "\(identifier) appears more than once")
             }
             seen |= bit
-            let property = try inner.readPropertyValue(identifier, field: field, context: context)
+            let property = try inner.readPropertyValue(identifier, context: context)
             properties.append(property)
         }
         return properties
     }
 
     @inlinable
-    mutating func readPropertyValue(_ identifier: PropertyIdentifier, field: String, context: PropertyContext) throws(MQTTCodecError) -> Property {
+    mutating func readPropertyValue(_ identifier: PropertyIdentifier, context: PropertyContext) throws(MQTTCodecError) -> Property {
+        let field = { "properties.\(identifier)" }
         func boolean(_ value: UInt8) throws(MQTTCodecError) -> UInt8 {
-            guard value <= 1 else { throw .protocolError("\(context).\(field)", "value \(value) is not 0 or 1") }
+            guard value <= 1 else { throw .protocolError("\(context).\(field())", "value \(value) is not 0 or 1") }
             return value
         }
         func nonZero<T: FixedWidthInteger>(_ value: T) throws(MQTTCodecError) -> T {
-            guard value != 0 else { throw .protocolError("\(context).\(field)", "value must not be 0") }
+            guard value != 0 else { throw .protocolError("\(context).\(field())", "value must not be 0") }
             return value
         }
         switch identifier {
-        case .payloadFormatIndicator: return .payloadFormatIndicator(try boolean(readByte(field)))
-        case .messageExpiryInterval: return .messageExpiryInterval(try readUInt32(field))
-        case .contentType: return .contentType(try readString(field))
+        case .payloadFormatIndicator: return .payloadFormatIndicator(try boolean(readByte(field())))
+        case .messageExpiryInterval: return .messageExpiryInterval(try readUInt32(field()))
+        case .contentType: return .contentType(try readString(field()))
         case .responseTopic:
-            let topic = try readString(field)
+            let topic = try readString(field())
             if topic.isEmpty || TopicSyntax.nameContainsWildcard(topic) {
-                throw .protocolError("\(context).\(field)", "Response Topic must be a non-empty topic name without wildcards", spec: "MQTT-3.3.2-14")
+                throw .protocolError("\(context).\(field())", "Response Topic must be a non-empty topic name without wildcards", spec: "MQTT-3.3.2-14")
             }
             return .responseTopic(topic)
-        case .correlationData: return .correlationData(try readBinary(field))
+        case .correlationData: return .correlationData(try readBinary(field()))
         case .subscriptionIdentifier:
-            let value = try readVariableByteInteger(field)
+            let value = try readVariableByteInteger(field())
             guard value >= 1 else {
-                throw .protocolError("\(context).\(field)", "Subscription Identifier must be 1...268435455, got 0", spec: "MQTT-3.8.2-1")
+                throw .protocolError("\(context).\(field())", "Subscription Identifier must be 1...268435455, got 0", spec: "MQTT-3.8.2-1")
             }
             return .subscriptionIdentifier(value)
-        case .sessionExpiryInterval: return .sessionExpiryInterval(try readUInt32(field))
-        case .assignedClientIdentifier: return .assignedClientIdentifier(try readString(field))
-        case .serverKeepAlive: return .serverKeepAlive(try readUInt16(field))
-        case .authenticationMethod: return .authenticationMethod(try readString(field))
-        case .authenticationData: return .authenticationData(try readBinary(field))
-        case .requestProblemInformation: return .requestProblemInformation(try boolean(readByte(field)))
-        case .willDelayInterval: return .willDelayInterval(try readUInt32(field))
-        case .requestResponseInformation: return .requestResponseInformation(try boolean(readByte(field)))
-        case .responseInformation: return .responseInformation(try readString(field))
-        case .serverReference: return .serverReference(try readString(field))
-        case .reasonString: return .reasonString(try readString(field))
-        case .receiveMaximum: return .receiveMaximum(try nonZero(readUInt16(field)))
-        case .topicAliasMaximum: return .topicAliasMaximum(try readUInt16(field))
+        case .sessionExpiryInterval: return .sessionExpiryInterval(try readUInt32(field()))
+        case .assignedClientIdentifier: return .assignedClientIdentifier(try readString(field()))
+        case .serverKeepAlive: return .serverKeepAlive(try readUInt16(field()))
+        case .authenticationMethod: return .authenticationMethod(try readString(field()))
+        case .authenticationData: return .authenticationData(try readBinary(field()))
+        case .requestProblemInformation: return .requestProblemInformation(try boolean(readByte(field())))
+        case .willDelayInterval: return .willDelayInterval(try readUInt32(field()))
+        case .requestResponseInformation: return .requestResponseInformation(try boolean(readByte(field())))
+        case .responseInformation: return .responseInformation(try readString(field()))
+        case .serverReference: return .serverReference(try readString(field()))
+        case .reasonString: return .reasonString(try readString(field()))
+        case .receiveMaximum: return .receiveMaximum(try nonZero(readUInt16(field())))
+        case .topicAliasMaximum: return .topicAliasMaximum(try readUInt16(field()))
         case .topicAlias:
-            let alias = try readUInt16(field)
+            let alias = try readUInt16(field())
             guard alias != 0 else {
-                throw MQTTCodecError(.topicAliasInvalid, field: "\(context).\(field)", "Topic Alias 0 is not permitted", spec: "MQTT-3.3.2-8")
+                throw MQTTCodecError(.topicAliasInvalid, field: "\(context).\(field())", "Topic Alias 0 is not permitted", spec: "MQTT-3.3.2-8")
             }
             return .topicAlias(alias)
-        case .maximumQoS: return .maximumQoS(try boolean(readByte(field)))
-        case .retainAvailable: return .retainAvailable(try boolean(readByte(field)))
+        case .maximumQoS: return .maximumQoS(try boolean(readByte(field())))
+        case .retainAvailable: return .retainAvailable(try boolean(readByte(field())))
         case .userProperty:
-            let name = try readString(field + ".name")
-            let value = try readString(field + ".value")
+            let name = try readString(field() + ".name")
+            let value = try readString(field() + ".value")
             return .userProperty(name: name, value: value)
-        case .maximumPacketSize: return .maximumPacketSize(try nonZero(readUInt32(field)))
-        case .wildcardSubscriptionAvailable: return .wildcardSubscriptionAvailable(try boolean(readByte(field)))
-        case .subscriptionIdentifierAvailable: return .subscriptionIdentifierAvailable(try boolean(readByte(field)))
-        case .sharedSubscriptionAvailable: return .sharedSubscriptionAvailable(try boolean(readByte(field)))
+        case .maximumPacketSize: return .maximumPacketSize(try nonZero(readUInt32(field())))
+        case .wildcardSubscriptionAvailable: return .wildcardSubscriptionAvailable(try boolean(readByte(field())))
+        case .subscriptionIdentifierAvailable: return .subscriptionIdentifierAvailable(try boolean(readByte(field())))
+        case .sharedSubscriptionAvailable: return .sharedSubscriptionAvailable(try boolean(readByte(field())))
         }
     }
 }

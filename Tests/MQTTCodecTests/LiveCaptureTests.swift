@@ -1,6 +1,7 @@
 import Foundation
 import MQTTCodec
 import NIOCore
+import TestSupport
 import Testing
 
 /// Captures fresh traffic between mosquitto_pub / mosquitto_sub and a real mosquitto (through
@@ -8,15 +9,13 @@ import Testing
 /// packet, both directions, 3.1 / 3.1.1 / 5.0, to decode and re-encode identically.
 @Suite("Live capture from a real mosquitto")
 struct LiveCaptureTests {
-    static let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-
     @Test("A fresh capture decodes and re-encodes byte for byte", .timeLimit(.minutes(2)))
     func liveCapture() throws {
         let output = FileManager.default.temporaryDirectory.appendingPathComponent("mqbridge-capture-\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: output) }
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", Self.repositoryRoot.appendingPathComponent("scripts/capture-session.py").path, output.path]
+        process.arguments = ["python3", TestEnvironment.repositoryRoot.appendingPathComponent("scripts/capture-session.py").path, output.path]
         process.standardOutput = FileHandle.nullDevice
         try process.run()
         process.waitUntilExit()

@@ -1,0 +1,159 @@
+/// The compiled rules of one identity: its own list (a user's, the anonymous one, or a
+/// peer's) and the pattern lines with its client id and username substituted.
+public struct ACLPolicy: Sendable {
+    public let identity: Identity
+    let own: RuleTrie?
+    let ownRules: [ACLRule]
+    /// Patterns after substitution, or nil when pattern lines do not apply.
+    let patternTrie: RuleTrie?
+    let substitutedPatterns: [(rule: ACLRule, filter: TopicFilter)]
+    /// Set when pattern lines exist but must not be applied: mosquitto then denies whatever
+    /// the identity's own list did not decide.
+    let patternRefusal: ACLReason?
+
+    init(acl: CompiledACL, identity: Identity) {
+        self.identity = identity
+        var refusal: ACLReason?
+        var substituted: [(ACLRule, TopicFilter)] = []
+        switch identity {
+        case .peer(let name):
+            let list = acl.peers[Array(name.utf8)]
+            own = list?.trie
+            ownRules = list?.rules ?? []
+            // Patterns describe MQTT clients (%c, %u); a peer has neither.
+        case .client(let username, let clientID):
+            // A username not named in the file gets no list of its own (only patterns).
+            let list = username.map { acl.users[Array($0.utf8)] } ?? acl.anonymous
+            own = list?.trie
+            ownRules = list?.rules ?? []
+            if !acl.patterns.isEmpty {
+                // mosquitto refuses identities containing '+' or '#' once patterns exist, so a
+                // client cannot name itself "#" to widen a pattern. We also refuse '/', which
+                // mosquitto's own comment intends but its code does not check: a username
+                // "alice/admin" would otherwise reach into another user's "x/%u/#" subtree.
+                if let username, Self.isUnsafe(username) {
+                    refusal = .unsafeIdentity(field: "username", value: username)
+                } else if let clientID, Self.isUnsafe(clientID) {
+                    refusal = .unsafeIdentity(field: "client id", value: clientID)
+                } else if let clientID {
+                    for rule in acl.patterns {
+                        guard let text = Self.substitute(rule.filter, clientID: clientID, username: username),
+                              let filter = try? TopicFilter(text) else { continue }
+                        substituted.append((rule, filter))
+                    }
+                } else {
+                    refusal = .noClientIdentifier
+                }
+            }
+        }
+        substitutedPatterns = substituted
+        patternTrie = substituted.isEmpty ? nil : RuleTrie(substituted)
+        patternRefusal = refusal
+    }
+
+    static func isUnsafe(_ value: String) -> Bool {
+        value.utf8.contains { $0 == UInt8(ascii: "+") || $0 == UInt8(ascii: "#") || $0 == UInt8(ascii: "/") }
+    }
+
+    /// mosquitto's substitution: every "%c" becomes the client id and every "%u" the
+    /// username, anywhere in the string; a pattern with "%u" is skipped for a client without
+    /// a username.
+    static func substitute(_ pattern: String, clientID: String, username: String?) -> String? {
+        let bytes = Array(pattern.utf8)
+        if username == nil && pattern.contains("%u") { return nil }
+        var out: [UInt8] = []
+        var i = 0
+        while i < bytes.count {
+            if bytes[i] == UInt8(ascii: "%") && i + 1 < bytes.count {
+                if bytes[i + 1] == UInt8(ascii: "c") {
+                    out.append(contentsOf: clientID.utf8)
+                    i += 2
+                    continue
+                }
+                if bytes[i + 1] == UInt8(ascii: "u"), let username {
+                    out.append(contentsOf: username.utf8)
+                    i += 2
+                    continue
+                }
+            }
+            out.append(bytes[i])
+            i += 1
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    /// May this identity publish to (`.write`) or receive from (`.read`) `topic`?
+    /// O(levels of the topic).
+    public func decide(topic: String, access: Access) -> ACLDecision {
+        guard !topic.isEmpty else { return ACLDecision(isAllowed: false, reason: .noMatchingRule) }
+        func decideWith(_ trie: RuleTrie) -> ACLDecision? {
+            let m = trie.matches(topic)
+            if let deny = trie.rule(m.deny) { return ACLDecision(isAllowed: false, reason: .denied(deny)) }
+            if let grant = trie.rule(access == .read ? m.read : m.write) { return ACLDecision(isAllowed: true, reason: .granted(grant)) }
+            return nil
+        }
+        if let own, let decision = decideWith(own) { return decision }
+        if let patternRefusal { return ACLDecision(isAllowed: false, reason: patternRefusal) }
+        if let patternTrie, let decision = decideWith(patternTrie) { return decision }
+        return ACLDecision(isAllowed: false, reason: .noMatchingRule)
+    }
+
+    /// May this identity subscribe to `filter`? Allowed only if every topic the filter can
+    /// match is readable; otherwise narrowed to the readable filters it covers, or denied.
+    ///
+    /// A candidate is a requested filter intersected with one read grant; it is kept only if
+    /// no deny rule that could apply overlaps it. The check is sufficient, not exhaustive:
+    /// a filter readable only through a union of several grants comes back as those grants
+    /// (`narrowed`), and one that overlaps a deny is refused rather than over-granted.
+    /// A `$share/{name}/` prefix is kept and the rest decided.
+    public func subscribe(filter requested: String) -> SubscribeDecision {
+        if let shared = SharedSubscription(requested) {
+            switch subscribe(filter: shared.filter) {
+            case .allowed(let f, let rule): return .allowed(filter: shared.prefixed(f), rule: rule)
+            case .narrowed(let list): return .narrowed(list.map { (shared.prefixed($0.filter), $0.rule) })
+            case .denied(let denial): return .denied(denial)
+            }
+        }
+        let filter: TopicFilter
+        do { filter = try TopicFilter(requested) } catch { return .denied(.invalidFilter(error.description)) }
+
+        let ownDenies = ownRules.filter { $0.access == .deny }.map { ($0, try! TopicFilter($0.filter)) }
+        let ownReads = ownRules.filter { $0.access.grants(.read) }.map { ($0, try! TopicFilter($0.filter)) }
+        let patternDenies = substitutedPatterns.filter { $0.rule.access == .deny }
+        let patternReads = substitutedPatterns.filter { $0.rule.access.grants(.read) }
+
+        var candidates: [(filter: TopicFilter, rule: ACLRule)] = []
+        var blockingDeny: ACLRule?
+        func consider(_ grant: (ACLRule, TopicFilter), denies: [(ACLRule, TopicFilter)]) {
+            guard let candidate = filter.intersection(grant.1) else { return }
+            if let deny = denies.first(where: { candidate.intersection($0.1) != nil }) {
+                blockingDeny = blockingDeny ?? deny.0
+                return
+            }
+            candidates.append((candidate, grant.0))
+        }
+        for grant in ownReads { consider(grant, denies: ownDenies) }
+        if patternRefusal == nil {
+            for grant in patternReads { consider(grant, denies: ownDenies + patternDenies) }
+        }
+        // The whole filter inside one grant: allowed as asked.
+        if let whole = candidates.first(where: { filter.isCovered(by: $0.filter) }) {
+            return .allowed(filter: requested, rule: whole.rule)
+        }
+        // Drop candidates another candidate already covers (keep the first of equals).
+        var kept: [(filter: TopicFilter, rule: ACLRule)] = []
+        for (index, candidate) in candidates.enumerated() {
+            let redundant = candidates.enumerated().contains { other in
+                other.offset != index && candidate.filter.isCovered(by: other.element.filter)
+                    && (!other.element.filter.isCovered(by: candidate.filter) || other.offset < index)
+            }
+            if !redundant { kept.append(candidate) }
+        }
+        if !kept.isEmpty {
+            return .narrowed(kept.map { ($0.filter.text, $0.rule) })
+        }
+        if let blockingDeny { return .denied(.overlapsDeny(blockingDeny)) }
+        if case .unsafeIdentity(let field, let value) = patternRefusal { return .denied(.unsafeIdentity(field: field, value: value)) }
+        return .denied(.noMatchingRule)
+    }
+}

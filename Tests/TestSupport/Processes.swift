@@ -1,0 +1,150 @@
+public import Foundation
+
+/// Test helpers for real processes: free loopback ports, mosquitto brokers, scripts.
+/// Everything started here is stopped by PID.
+public enum TestEnvironment {
+    /// The repository root, found from this file's path (tests run from any directory).
+    public static let repositoryRoot = URL(fileURLWithPath: #filePath)  // Tests/TestSupport/Processes.swift
+        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+
+    public static func script(_ name: String) -> String {
+        repositoryRoot.appendingPathComponent("Tests/IntegrationTests/Scripts/\(name)").path
+    }
+
+    /// A port that was free on 127.0.0.1 a moment ago (bind to port 0, read it, close).
+    public static func freePort() throws -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw TestError("socket() failed") }
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = 0
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
+        }
+        guard bound else { throw TestError("bind() failed") }
+        return Int(UInt16(bigEndian: address.sin_port))
+    }
+
+    /// Whether something accepts TCP connections on 127.0.0.1:port.
+    public static func isListening(_ port: Int) -> Bool {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        return withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
+        }
+    }
+
+    public static func waitUntilListening(_ port: Int, timeout: Double = 10) throws {
+        let deadline = Date().addingTimeInterval(timeout)
+        while !isListening(port) {
+            if Date() > deadline { throw TestError("nothing listening on 127.0.0.1:\(port) after \(timeout)s") }
+            usleep(20_000)
+        }
+    }
+
+    /// Runs a program to completion with stdin, returning stdout (stderr is appended to errors).
+    public static func run(_ arguments: [String], stdin: Data = Data(), timeout: Double = 120) throws -> (status: Int32, stdout: Data, stderr: String) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = arguments
+        let input = Pipe(), output = Pipe()
+        // stderr goes to a file so that neither pipe can fill while we read the other.
+        let errorURL = FileManager.default.temporaryDirectory.appendingPathComponent("mqbridge-stderr-\(UUID().uuidString)")
+        _ = FileManager.default.createFile(atPath: errorURL.path, contents: nil)
+        defer { try? FileManager.default.removeItem(at: errorURL) }
+        let errorHandle = try FileHandle(forWritingTo: errorURL)
+        defer { try? errorHandle.close() }
+        process.standardInput = input
+        process.standardOutput = output
+        process.standardError = errorHandle
+        try process.run()
+        let timer = DispatchSource.makeTimerSource()
+        timer.schedule(deadline: .now() + timeout)
+        timer.setEventHandler { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
+        timer.resume()
+        defer { timer.cancel() }
+        input.fileHandleForWriting.write(stdin)
+        try? input.fileHandleForWriting.close()
+        let outputData = output.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        let errorData = (try? Data(contentsOf: errorURL)) ?? Data()
+        return (process.terminationStatus, outputData, String(decoding: errorData, as: UTF8.self))
+    }
+}
+
+public struct TestError: Error, CustomStringConvertible {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// A real mosquitto on a free loopback port, with a configuration written to a temporary
+/// directory. Stopped by PID in `stop()` (and by ChildProcess's deinit as a safety net).
+public final class MosquittoBroker: @unchecked Sendable {
+    public let port: Int
+    public let directory: URL
+    public let process: ChildProcess
+
+    /// - Parameter extraConfiguration: lines added after the listener (e.g. `acl_file $DIR/acl`);
+    ///   `$DIR` is the broker's temporary directory.
+    public init(extraConfiguration: [String] = [], files: [String: String] = [:], port fixedPort: Int? = nil) throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("mqbridge-mosquitto-\(UUID().uuidString)")
+        self.directory = directory
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        // mosquitto started as root drops to the user "mosquitto": let it write here.
+        _ = chmod(directory.path, 0o777)
+        for (name, contents) in files {
+            try contents.write(to: directory.appendingPathComponent(name), atomically: true, encoding: .utf8)
+        }
+        var lastError: (any Error)?
+        for _ in 0..<5 {
+            let port = try fixedPort ?? TestEnvironment.freePort()
+            let config = ["listener \(port) 127.0.0.1", "allow_anonymous true", "log_dest stdout"]
+                + extraConfiguration.map { $0.replacingOccurrences(of: "$DIR", with: directory.path) }
+            let configURL = directory.appendingPathComponent("mosquitto.conf")
+            try config.joined(separator: "\n").appending("\n").write(to: configURL, atomically: true, encoding: .utf8)
+            let process = try ChildProcess(["mosquitto", "-c", configURL.path], log: directory.appendingPathComponent("mosquitto-\(port).log"))
+            do {
+                try TestEnvironment.waitUntilListening(port, timeout: 5)
+                self.port = port
+                self.process = process
+                return
+            } catch {
+                // Lost the race for the port, or mosquitto refused the config: try again.
+                process.stop(grace: 0)
+                lastError = TestError("\(error); log: \(process.log)")
+            }
+        }
+        throw lastError ?? TestError("mosquitto did not start")
+    }
+
+    public var pid: Int32 { process.pid }
+    public var log: String { process.log }
+
+    public func stop() {
+        process.stop()
+        try? FileManager.default.removeItem(at: directory)
+    }
+
+    deinit { process.stop(grace: 1) }
+}
+
+extension TestEnvironment {
+    /// The mqbridge binary built next to the test bundle (`swift build --build-tests` builds it).
+    public static var mqbridgeBinary: String {
+        URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("mqbridge").path
+    }
+
+    public static func temporaryFile(_ contents: String, name: String = "file") throws -> String {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("mqbridge-\(UUID().uuidString)-\(name)").path
+        try contents.write(toFile: path, atomically: true, encoding: .utf8)
+        return path
+    }
+}
