@@ -157,3 +157,11 @@ public struct ACLPolicy: Sendable {
         return .denied(.noMatchingRule)
     }
 }
+
+extension ACLPolicy {
+    /// Whether any rule could ever grant this identity read or write access. A client for
+    /// which this is false can do nothing, so the proxy refuses it at CONNECT.
+    public var grantsAnything: Bool {
+        ownRules.contains { $0.access != .deny } || substitutedPatterns.contains { $0.rule.access != .deny }
+    }
+}

@@ -1,6 +1,7 @@
 import Foundation
 import MQTTCodec
 import NIOCore
+import TestSupport
 import Testing
 
 /// Sessions captured from mosquitto_pub / mosquitto_sub talking to a real mosquitto 2.0

@@ -2,6 +2,7 @@ import MQTTCodec
 import NIOCore
 import NIOEmbedded
 import NIOTestUtils
+import TestSupport
 import Testing
 
 @Suite("MQTTFrameDecoder: step one, framing")

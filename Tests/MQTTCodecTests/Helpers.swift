@@ -1,24 +1,7 @@
 import MQTTCodec
 import NIOCore
+import TestSupport
 import Testing
-
-/// "10 0c 00" -> bytes. Spaces and newlines are ignored.
-func buffer(_ hex: String) -> ByteBuffer {
-    let digits = hex.filter { !$0.isWhitespace }
-    precondition(digits.count % 2 == 0, "odd hex string")
-    var bytes: [UInt8] = []
-    var index = digits.startIndex
-    while index < digits.endIndex {
-        let next = digits.index(index, offsetBy: 2)
-        bytes.append(UInt8(digits[index..<next], radix: 16)!)
-        index = next
-    }
-    return ByteBuffer(bytes: bytes)
-}
-
-func hex(_ buffer: ByteBuffer) -> String {
-    buffer.readableBytesView.map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined(separator: " ")
-}
 
 /// ASCII text as the hex the wire carries, to keep vectors readable.
 func ascii(_ text: String) -> String {

@@ -1,5 +1,6 @@
 import MQTTCodec
 import NIOCore
+import TestSupport
 import Testing
 
 /// Exact bytes for every packet type in 3.1, 3.1.1 and 5.0, decoded to an exact struct and

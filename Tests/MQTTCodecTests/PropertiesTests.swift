@@ -1,5 +1,6 @@
 import MQTTCodec
 import NIOCore
+import TestSupport
 import Testing
 
 @Suite("MQTT 5.0 properties")

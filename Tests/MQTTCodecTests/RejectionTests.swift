@@ -1,5 +1,6 @@
 import MQTTCodec
 import NIOCore
+import TestSupport
 import Testing
 
 /// One test per rejection rule, each paired with the accepted neighbour where one exists.

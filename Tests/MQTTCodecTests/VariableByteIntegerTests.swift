@@ -1,5 +1,6 @@
 import MQTTCodec
 import NIOCore
+import TestSupport
 import Testing
 
 @Suite("Variable Byte Integer (spec §1.5.5)")

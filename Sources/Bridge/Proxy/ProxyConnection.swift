@@ -1,0 +1,435 @@
+import CoreMetrics
+import Logging
+import MQTTCodec
+import NIOCore
+import NIOPosix
+import TopicACL
+
+/// One proxied connection: a client channel, the broker channel opened for it on the same
+/// event loop, and the `ProxySession` deciding what crosses. Performs the session's actions.
+///
+/// Backpressure follows SwiftNIO's GlueHandler: a side is read only while the other side is
+/// writable, so a slow reader stops the fast writer instead of growing a buffer. Writes are
+/// flushed when a read burst ends, so a burst of small packets costs one syscall.
+final class ProxyConnection {
+    private let environment: ProxyEnvironment
+    private var session: ProxySession
+    private let eventLoop: any EventLoop
+    private var client: ChannelHandlerContext?
+    private var broker: ChannelHandlerContext?
+    /// Written to the broker before its channel became active (the CONNECT, and packets a
+    /// client pipelines behind it).
+    private var queuedForBroker: [ByteBuffer] = []
+    private var upstreamRequested = false
+    private var clientReadPending = false
+    private var brokerReadPending = false
+    private var clientNeedsFlush = false
+    private var brokerNeedsFlush = false
+    private var closing = false
+    private var connectTimer: Scheduled<Void>?
+    private var drainTimer: Scheduled<Void>?
+    private var logger: Logger
+
+    init(environment: ProxyEnvironment, eventLoop: any EventLoop) {
+        self.environment = environment
+        self.eventLoop = eventLoop
+        self.session = ProxySession(configuration: .init(allowAnonymous: environment.configuration.allowAnonymous), aclStore: environment.aclStore)
+        self.logger = environment.logger
+    }
+
+    // MARK: Client side
+
+    func clientActive(_ context: ChannelHandlerContext) {
+        client = context
+        if let remote = context.channel.remoteAddress { logger[metadataKey: "peer"] = "\(remote)" }
+        let loopBound = NIOLoopBound(self, eventLoop: eventLoop)
+        let metrics = environment.metrics
+        connectTimer = eventLoop.scheduleTask(in: environment.configuration.connectTimeout) {
+            let connection = loopBound.value
+            guard connection.session.state == .awaitingConnect else { return }
+            metrics.connectTimeouts.increment()
+            connection.logger.info("no CONNECT in time, closing", metadata: ["event": "connect_timeout"])
+            connection.closeBoth()
+        }
+    }
+
+    func clientFrame(_ frame: MQTTFrame) {
+        environment.metrics.packet(.clientToBroker, frame.type, size: frame.size)
+        let action = session.clientFrame(frame)
+        if session.state != .awaitingConnect { connectTimer?.cancel(); connectTimer = nil }
+        switch action {
+        case .forward: writeToBroker(frame.bytes)
+        case .effects(let effects): perform(effects)
+        }
+        if case .failedAwaitingConnAck = session.state, connectTimer == nil {
+            // Waiting for the CONNACK before a DISCONNECT: do not wait forever for the broker.
+            let loopBound = NIOLoopBound(self, eventLoop: eventLoop)
+            connectTimer = eventLoop.scheduleTask(in: environment.configuration.connectTimeout) { loopBound.value.closeBoth() }
+        }
+    }
+
+    /// End of a read burst on either side: flush whatever it produced, in both directions
+    /// (a client packet can produce a reply to the client, e.g. a PUBACK for a denied PUBLISH).
+    private func flushPending() {
+        if brokerNeedsFlush, let broker {
+            brokerNeedsFlush = false
+            broker.flush()
+        }
+        if clientNeedsFlush, let client {
+            clientNeedsFlush = false
+            client.flush()
+        }
+    }
+
+    func clientReadComplete() {
+        flushPending()
+    }
+
+    func clientError(_ error: any Error) {
+        if let codecError = error as? MQTTCodecError {
+            perform(session.clientFramingError(codecError))
+        } else {
+            closeBoth()
+        }
+    }
+
+    func clientInactive() {
+        client = nil
+        closeBoth()
+    }
+
+    /// Whether the client may be read: only once its packets have somewhere to go.
+    func clientMayRead() -> Bool {
+        if closing { return false }
+        if case .failedAwaitingConnAck = session.state { return false }
+        if session.state == .awaitingConnect { return true }
+        guard let broker else { return false }  // still connecting upstream
+        return broker.channel.isWritable
+    }
+
+    func clientRead(_ context: ChannelHandlerContext) {
+        if clientMayRead() { context.read() } else { clientReadPending = true }
+    }
+
+    func clientWritabilityChanged() {
+        if let client, client.channel.isWritable, brokerReadPending, let broker {
+            brokerReadPending = false
+            broker.read()
+        }
+    }
+
+    // MARK: Broker side
+
+    func brokerAdded(_ context: ChannelHandlerContext) {
+        broker = context
+    }
+
+    func brokerActive() {
+        guard let broker else { return }
+        for buffer in queuedForBroker { broker.write(NIOAny(buffer), promise: nil) }
+        queuedForBroker.removeAll()
+        broker.flush()
+        if clientReadPending, let client {
+            clientReadPending = false
+            client.read()
+        }
+    }
+
+    func brokerFrame(_ frame: MQTTFrame) {
+        environment.metrics.packet(.brokerToClient, frame.type, size: frame.size)
+        switch session.brokerFrame(frame) {
+        case .forward: writeToClient(frame.bytes)
+        case .effects(let effects): perform(effects)
+        }
+    }
+
+    func brokerReadComplete() {
+        flushPending()
+    }
+
+    func brokerError(_ error: any Error) {
+        if let codecError = error as? MQTTCodecError {
+            perform(session.brokerFramingError(codecError))
+        } else {
+            closeBoth()
+        }
+    }
+
+    func brokerInactive() {
+        broker = nil
+        if !closing {
+            if session.state == .connected || session.state == .connecting { environment.metrics.upstreamClosed.increment() }
+            closeBoth()
+        }
+    }
+
+    func brokerMayRead() -> Bool {
+        guard !closing, let client else { return false }
+        return client.channel.isWritable
+    }
+
+    func brokerRead(_ context: ChannelHandlerContext) {
+        if brokerMayRead() { context.read() } else { brokerReadPending = true }
+    }
+
+    func brokerWritabilityChanged() {
+        if let broker, broker.channel.isWritable, clientReadPending, let client {
+            clientReadPending = false
+            client.read()
+        }
+    }
+
+    // MARK: Actions
+
+    private func perform(_ action: ProxySession.Action) {
+        if case .effects(let effects) = action { perform(effects) }
+    }
+
+    private func perform(_ effects: [ProxySession.Effect]) {
+        for effect in effects {
+            switch effect {
+            case .toBroker(let bytes):
+                writeToBroker(bytes)
+            case .toClient(let bytes):
+                writeToClient(bytes)
+            case .openUpstream(let connect):
+                queuedForBroker.append(connect)
+                openUpstream()
+            case .denied(let event):
+                environment.metrics.denial(event.kind)
+                logDenial(event)
+            case .clientProtocolError(let error):
+                environment.metrics.decodeError(.clientToBroker)
+                logger.notice("closing client: \(error)", metadata: ["event": "client_protocol_error", "reason_code": "\(error.reasonCode)"])
+            case .brokerProtocolError(let error):
+                environment.metrics.decodeError(.brokerToClient)
+                logger.warning("closing: the broker sent \(error)", metadata: ["event": "broker_protocol_error"])
+            case .closeBoth:
+                closeBoth()
+            }
+        }
+    }
+
+    private func writeToBroker(_ bytes: ByteBuffer) {
+        if let broker, broker.channel.isActive {
+            broker.write(NIOAny(bytes), promise: nil)
+            brokerNeedsFlush = true
+        } else if !closing {
+            queuedForBroker.append(bytes)
+        }
+    }
+
+    private func writeToClient(_ bytes: ByteBuffer) {
+        guard let client else { return }
+        client.write(NIOAny(bytes), promise: nil)
+        clientNeedsFlush = true
+    }
+
+    private func openUpstream() {
+        guard !upstreamRequested, let client else { return }
+        upstreamRequested = true
+        let configuration = environment.configuration
+        let loopBound = NIOLoopBound(self, eventLoop: eventLoop)
+        let bootstrap = ClientBootstrap(group: client.eventLoop)
+            .channelOption(.tcpOption(.tcp_nodelay), value: 1)
+            .channelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 512, maximum: 65536))
+            .connectTimeout(configuration.connectTimeout)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let decoder = MQTTFrameDecoder(configuration: .client(maximumPacketSize: configuration.maximumPacketSize))
+                    try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(decoder))
+                    try channel.pipeline.syncOperations.addHandler(BrokerSideHandler(connection: loopBound.value))
+                }
+            }
+        bootstrap.connect(host: configuration.broker.host, port: configuration.broker.port).whenComplete { result in
+            let connection = loopBound.value
+            switch result {
+            case .success(let channel):
+                if connection.closing { channel.close(promise: nil) }
+            case .failure(let error):
+                connection.upstreamFailed(error)
+            }
+        }
+    }
+
+    private func upstreamFailed(_ error: any Error) {
+        environment.metrics.upstreamConnectFailures.increment()
+        logger.error("cannot reach the broker \(environment.configuration.broker): \(error)", metadata: ["event": "upstream_connect_failed"])
+        // Tell the client the server is unavailable (3.1.1 0x03, 5.0 0x88) instead of a bare close.
+        if let version = session.version, session.state == .connecting {
+            let ack = version == .v5 ? ConnAck(sessionPresent: false, returnCode: ReasonCode.serverUnavailable.rawValue, properties: [])
+                : ConnAck(sessionPresent: false, returnCode: ConnectReturnCode.serverUnavailable.rawValue)
+            writeToClient(MQTTPacket.connAck(ack).encode(version: version))
+        }
+        closeBoth()
+    }
+
+    /// Closes both sides after what was written to each has gone out.
+    func closeBoth() {
+        guard !closing else { return }
+        closing = true
+        connectTimer?.cancel()
+        drainTimer?.cancel()
+        queuedForBroker.removeAll()
+        for context in [client, broker].compactMap({ $0 }) {
+            let channel = context.channel
+            context.writeAndFlush(NIOAny(channel.allocator.buffer(capacity: 0))).whenComplete { _ in channel.close(promise: nil) }
+        }
+    }
+
+    /// Graceful shutdown: stop reading the client, let in-flight acknowledgements come back
+    /// until the deadline, then tell a 5.0 client why and close.
+    func shutdown(deadline: NIODeadline) {
+        guard !closing else { return }
+        if session.inFlightToBroker.isEmpty || session.state != .connected {
+            finishShutdown()
+            return
+        }
+        clientReadPending = true  // hold further client reads
+        let loopBound = NIOLoopBound(self, eventLoop: eventLoop)
+        drainTimer = eventLoop.scheduleTask(deadline: deadline) { loopBound.value.finishShutdown() }
+        pollDrain(deadline: deadline)
+    }
+
+    private func finishShutdown() {
+        guard !closing else { return }
+        if let notice = session.shutdownNotice() { writeToClient(notice) }
+        closeBoth()
+    }
+
+    private func pollDrain(deadline: NIODeadline) {
+        let loopBound = NIOLoopBound(self, eventLoop: eventLoop)
+        eventLoop.scheduleTask(in: .milliseconds(20)) {
+            let connection = loopBound.value
+            guard !connection.closing else { return }
+            if connection.session.inFlightToBroker.isEmpty {
+                connection.drainTimer?.cancel()
+                connection.finishShutdown()
+            } else if .now() < deadline {
+                connection.pollDrain(deadline: deadline)
+            }
+        }
+    }
+
+    private func logDenial(_ event: DenialEvent) {
+        var metadata: Logger.Metadata = [
+            "event": "denied", "kind": "\(event.kind.rawValue)", "direction": "\(event.direction)", "topic": "\(event.topic)",
+            "reason": "\(event.reason)",
+        ]
+        switch event.identity {
+        case .client(let username, let clientID):
+            metadata["username"] = username.map { .string($0) } ?? .string("")
+            metadata["anonymous"] = "\(username == nil)"
+            metadata["client_id"] = .string(clientID ?? "")
+        case .peer(let name):
+            metadata["peer"] = .string(name)
+        }
+        metadata["rule"] = .string(event.rule.map { "\($0)" } ?? "default deny")
+        logger.notice("denied", metadata: metadata)
+    }
+}
+
+@available(*, unavailable)
+extension ProxyConnection: Sendable {}
+
+/// The client end of a proxied connection: frames in, session decisions out.
+final class ClientSideHandler: ChannelDuplexHandler {
+    typealias InboundIn = MQTTFrame
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    private let connection: ProxyConnection
+    init(connection: ProxyConnection) { self.connection = connection }
+
+    func channelActive(context: ChannelHandlerContext) {
+        connection.clientActive(context)
+        context.fireChannelActive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        connection.clientFrame(unwrapInboundIn(data))
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        connection.clientReadComplete()
+        context.fireChannelReadComplete()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        connection.clientError(error)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        connection.clientInactive()
+        context.fireChannelInactive()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        connection.clientWritabilityChanged()
+        context.fireChannelWritabilityChanged()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let shutdown = event as? ProxyShutdownEvent {
+            connection.shutdown(deadline: shutdown.deadline)
+        } else {
+            context.fireUserInboundEventTriggered(event)
+        }
+    }
+
+    func read(context: ChannelHandlerContext) {
+        connection.clientRead(context)
+    }
+}
+
+@available(*, unavailable)
+extension ClientSideHandler: Sendable {}
+
+/// The broker end of a proxied connection.
+final class BrokerSideHandler: ChannelDuplexHandler {
+    typealias InboundIn = MQTTFrame
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    private let connection: ProxyConnection
+    init(connection: ProxyConnection) { self.connection = connection }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        connection.brokerAdded(context)
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        connection.brokerActive()
+        context.fireChannelActive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        connection.brokerFrame(unwrapInboundIn(data))
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        connection.brokerReadComplete()
+        context.fireChannelReadComplete()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        connection.brokerError(error)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        connection.brokerInactive()
+        context.fireChannelInactive()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        connection.brokerWritabilityChanged()
+        context.fireChannelWritabilityChanged()
+    }
+
+    func read(context: ChannelHandlerContext) {
+        connection.brokerRead(context)
+    }
+}
+
+@available(*, unavailable)
+extension BrokerSideHandler: Sendable {}

@@ -1,0 +1,475 @@
+import MQTTCodec
+import NIOCore
+public import TopicACL
+import Foundation
+
+/// A denial, for the audit log and the denial counters. Never a metric label: topics are
+/// unbounded, so they appear only in log lines.
+public struct DenialEvent: Sendable, Equatable {
+    public enum Kind: String, Sendable, CaseIterable {
+        case connect, will, publish, subscribe, delivery
+    }
+
+    public var kind: Kind
+    /// "client_to_broker" or "broker_to_client".
+    public var direction: String
+    public var identity: Identity
+    public var topic: String
+    public var rule: SourceLocation?
+    public var reason: String
+}
+
+/// The per-connection state machine of the MQTT-aware proxy: every packet from the client or
+/// the broker goes in, and what to do comes out. No I/O here: `ProxyConnection` performs the
+/// actions, so every rule is testable with exact bytes.
+///
+/// The common case (a packet the ACL allows, forwarded unchanged) is `.forward`, with no
+/// allocation; everything else is a list of effects.
+struct ProxySession {
+    struct Configuration {
+        var decodingOptions = DecodingOptions.strict
+        /// Refuse clients without a username at CONNECT (mosquitto's allow_anonymous false).
+        var allowAnonymous = true
+        /// Give clients with an empty client id one of ours ("auto-…", as mosquitto does), so
+        /// `%c` patterns see the id the broker will use.
+        var assignClientIdentifiers = true
+    }
+
+    enum Effect: Equatable {
+        case toBroker(ByteBuffer)
+        case toClient(ByteBuffer)
+        /// Connect to the broker and send it `connect` first.
+        case openUpstream(connect: ByteBuffer)
+        case denied(DenialEvent)
+        /// A malformed or forbidden packet from the client (counted as a decode / protocol error).
+        case clientProtocolError(MQTTCodecError)
+        /// A malformed or forbidden packet from the broker.
+        case brokerProtocolError(MQTTCodecError)
+        /// Close both connections once what was queued above has been written.
+        case closeBoth
+    }
+
+    enum Action: Equatable {
+        /// Forward the frame's original bytes to the other side.
+        case forward
+        case effects([Effect])
+    }
+
+    enum State: Equatable {
+        case awaitingConnect
+        case connecting
+        case connected
+        /// The client broke the protocol before the broker's CONNACK arrived. A 5.0 server
+        /// must not send DISCONNECT before a successful CONNACK (MQTT-3.14.0-1), so the CONNACK
+        /// is forwarded first, then this DISCONNECT, then both sides close.
+        case failedAwaitingConnAck(Disconnect)
+        case closed
+    }
+
+    let configuration: Configuration
+    let aclStore: ACLStore
+    private(set) var state = State.awaitingConnect
+    private(set) var version: ProtocolVersion?
+    private(set) var identity: Identity?
+    private var policy: ACLPolicy?
+    private var policyGeneration = -1
+    private(set) var assignedClientIdentifier: String?
+
+    /// Client → broker aliases, bounded by the broker's Topic Alias Maximum (CONNACK).
+    private var clientAliases = TopicAliasMap(maximum: 0)
+    /// Broker → client aliases, bounded by the client's Topic Alias Maximum (CONNECT).
+    private var brokerAliases = TopicAliasMap(maximum: 0)
+    /// QoS 2 PUBLISHes from the client that were denied and acknowledged here (3.1.x), whose
+    /// PUBREL must be answered here because the broker never saw them.
+    private var locallyReceivedFromClient = Set<UInt16>()
+    /// QoS 2 deliveries from the broker that were denied and acknowledged here on the client's
+    /// behalf, whose PUBREL must be answered here.
+    private var locallyReceivedFromBroker = Set<UInt16>()
+    /// QoS > 0 PUBLISHes forwarded to the broker and not yet acknowledged (for draining).
+    private(set) var inFlightToBroker = Set<UInt16>()
+    private var subscriptions = SubscriptionBook()
+
+    init(configuration: Configuration, aclStore: ACLStore) {
+        self.configuration = configuration
+        self.aclStore = aclStore
+    }
+
+    // MARK: Client → broker
+
+    mutating func clientFrame(_ frame: MQTTFrame) -> Action {
+        switch state {
+        case .awaitingConnect:
+            return connect(frame)
+        case .closed, .failedAwaitingConnAck:
+            return .effects([])
+        case .connecting, .connected:
+            break
+        }
+        let version = self.version!
+        let packet: MQTTPacket
+        do {
+            packet = try MQTTPacket.decode(frame, version: version, options: configuration.decodingOptions)
+        } catch {
+            return clientError(error)
+        }
+        if packet.type.sender == .server {
+            return clientError(.init(.protocolError, field: "\(packet.type)", "a client must not send \(packet.type)", spec: "MQTT-2.1.2"))
+        }
+        switch packet {
+        case .connect:
+            return clientError(.init(.protocolError, field: "CONNECT", "a second CONNECT on one connection", spec: "MQTT-3.1.0-2"))
+        case .publish(let publish):
+            return clientPublish(publish, version: version)
+        case .pubRel(let pubRel):
+            if locallyReceivedFromClient.remove(pubRel.packetIdentifier) != nil {
+                return .effects([.toClient(MQTTPacket.pubComp(PubComp(packetIdentifier: pubRel.packetIdentifier)).encode(version: version))])
+            }
+            return .forward
+        case .subscribe(let subscribe):
+            return clientSubscribe(subscribe, version: version)
+        case .unsubscribe(let unsubscribe):
+            return clientUnsubscribe(unsubscribe, version: version)
+        case .disconnect:
+            state = .closed
+            return .effects([.toBroker(frame.bytes), .closeBoth])
+        case .pubAck, .pubRec, .pubComp, .pingReq, .auth:
+            return .forward
+        case .connAck, .subAck, .unsubAck, .pingResp:
+            return .forward  // rejected above (server-only packets)
+        }
+    }
+
+    private mutating func connect(_ frame: MQTTFrame) -> Action {
+        let connect: Connect
+        do {
+            connect = try MQTTPacket.decodeConnect(frame, options: configuration.decodingOptions)
+        } catch {
+            state = .closed
+            var effects: [Effect] = [.clientProtocolError(error)]
+            switch error.serverReaction(version: nil, awaitingConnect: true) {
+            case .sendConnAckAndClose(let ack):
+                effects.append(.toClient(MQTTPacket.connAck(ack).encode(version: error.protocolVersion ?? .v3_1_1)))
+            case .sendDisconnectAndClose, .close:
+                break
+            }
+            effects.append(.closeBoth)
+            return .effects(effects)
+        }
+        version = connect.protocolVersion
+        brokerAliases.maximum = connect.properties.topicAliasMaximum ?? 0
+
+        var forwarded = frame.bytes
+        var clientID = connect.clientIdentifier
+        if clientID.isEmpty && configuration.assignClientIdentifiers {
+            // 3.1 requires an id, and 3.1.1 refuses an empty one without Clean Session: leave
+            // those for the broker to refuse. Otherwise the broker would invent one; we do it
+            // instead so the ACL knows the id that %c stands for.
+            let assignable = connect.protocolVersion == .v5 || (connect.protocolVersion == .v3_1_1 && connect.cleanStart)
+            if assignable {
+                clientID = "auto-" + UUID().uuidString
+                assignedClientIdentifier = clientID
+                var rewritten = connect
+                rewritten.clientIdentifier = clientID
+                forwarded = MQTTPacket.connect(rewritten).encode(version: connect.protocolVersion)
+            }
+        }
+        let identity = Identity.client(username: connect.username, clientID: clientID.isEmpty ? nil : clientID)
+        self.identity = identity
+        let policy = currentPolicy()
+
+        func refuse(_ event: DenialEvent) -> Action {
+            state = .closed
+            let ack = connect.protocolVersion == .v5
+                ? ConnAck(sessionPresent: false, returnCode: ReasonCode.notAuthorized.rawValue, properties: [])
+                : ConnAck(sessionPresent: false, returnCode: ConnectReturnCode.notAuthorized.rawValue)
+            return .effects([.denied(event), .toClient(MQTTPacket.connAck(ack).encode(version: connect.protocolVersion)), .closeBoth])
+        }
+        if connect.username == nil && !configuration.allowAnonymous {
+            return refuse(DenialEvent(kind: .connect, direction: "client_to_broker", identity: identity, topic: "",
+                                      rule: nil, reason: "anonymous clients are not allowed (allow_anonymous: false)"))
+        }
+        if !policy.grantsAnything {
+            return refuse(DenialEvent(kind: .connect, direction: "client_to_broker", identity: identity, topic: "",
+                                      rule: nil, reason: policy.noRulesReason))
+        }
+        if let will = connect.will {
+            let decision = policy.decide(topic: will.topic, access: .write)
+            if !decision.isAllowed {
+                return refuse(DenialEvent(kind: .will, direction: "client_to_broker", identity: identity, topic: will.topic,
+                                          rule: decision.rule?.location, reason: decision.description))
+            }
+        }
+        state = .connecting
+        return .effects([.openUpstream(connect: forwarded)])
+    }
+
+    private mutating func currentPolicy() -> ACLPolicy {
+        let snapshot = aclStore.current
+        if let policy, policyGeneration == snapshot.generation { return policy }
+        // First use, or the ACL was reloaded: recompile this identity's rules.
+        let fresh = snapshot.acl.policy(for: identity!)
+        policy = fresh
+        policyGeneration = snapshot.generation
+        return fresh
+    }
+
+    private mutating func clientPublish(_ publish: Publish, version: ProtocolVersion) -> Action {
+        var topic = publish.topic
+        if version == .v5 {
+            if !publish.properties.subscriptionIdentifiers.isEmpty {
+                return clientError(.init(.protocolError, field: "PUBLISH.properties", "a client PUBLISH must not carry a Subscription Identifier", spec: "MQTT-3.3.4-6"))
+            }
+            switch clientAliases.resolve(topic: publish.topic, alias: publish.properties.topicAlias) {
+            case .topic(let resolved): topic = resolved
+            case .aliasOutOfRange(let alias):
+                return clientError(.init(.topicAliasInvalid, field: "PUBLISH.properties.topicAlias", "alias \(alias) is above the broker's Topic Alias Maximum \(clientAliases.maximum)", spec: "MQTT-3.3.2-9"))
+            case .unknownAlias(let alias):
+                return clientError(.init(.protocolError, field: "PUBLISH.properties.topicAlias", "alias \(alias) was never set", spec: "MQTT-3.3.2-11"))
+            }
+        }
+        let decision = currentPolicy().decide(topic: topic, access: .write)
+        if decision.isAllowed {
+            if let id = publish.packetIdentifier { inFlightToBroker.insert(id) }
+            return .forward
+        }
+        var effects: [Effect] = [.denied(DenialEvent(kind: .publish, direction: "client_to_broker", identity: identity!, topic: topic,
+                                                     rule: decision.rule?.location, reason: decision.description))]
+        // Acknowledge so the client's session moves on: 5.0 says why (0x87); 3.1.x has no way to
+        // refuse, so, as mosquitto does, it is acknowledged as if delivered.
+        let reason: ReasonCode? = version == .v5 ? .notAuthorized : nil
+        switch publish.qos {
+        case .atMostOnce:
+            break
+        case .atLeastOnce:
+            effects.append(.toClient(MQTTPacket.pubAck(PubAck(packetIdentifier: publish.packetIdentifier!, reasonCode: reason)).encode(version: version)))
+        case .exactlyOnce:
+            // A 5.0 PUBREC with a failure code ends the exchange; in 3.1.x a PUBREL follows.
+            if version != .v5 { locallyReceivedFromClient.insert(publish.packetIdentifier!) }
+            effects.append(.toClient(MQTTPacket.pubRec(PubRec(packetIdentifier: publish.packetIdentifier!, reasonCode: reason)).encode(version: version)))
+        }
+        return .effects(effects)
+    }
+
+    private mutating func clientSubscribe(_ subscribe: Subscribe, version: ProtocolVersion) -> Action {
+        let policy = currentPolicy()
+        var brokerSubscriptions: [Subscription] = []
+        var components: [SubscriptionBook.Component] = []
+        var effects: [Effect] = []
+        var unchanged = true
+        for subscription in subscribe.subscriptions {
+            let decision = policy.subscribe(filter: subscription.topicFilter)
+            let permitted = decision.permittedFilters
+            if permitted.isEmpty {
+                unchanged = false
+                components.append(.denied)
+                var reason = decision.description
+                var rule: SourceLocation?
+                if case .denied(.overlapsDeny(let deny)) = decision { rule = deny.location; reason = "the filter overlaps \(deny)" }
+                effects.append(.denied(DenialEvent(kind: .subscribe, direction: "client_to_broker", identity: identity!,
+                                                   topic: subscription.topicFilter, rule: rule, reason: reason)))
+                continue
+            }
+            if permitted != [subscription.topicFilter] { unchanged = false }
+            var indices: [Int] = []
+            for filter in permitted {
+                indices.append(brokerSubscriptions.count)
+                brokerSubscriptions.append(Subscription(topicFilter: filter, options: subscription.options))
+            }
+            components.append(.forwarded(indices))
+        }
+        let id = subscribe.packetIdentifier
+        let deniedCode: ReasonCode = version == .v5 ? .notAuthorized : .unspecifiedError
+        if brokerSubscriptions.isEmpty {
+            // Nothing to ask the broker: answer here, one failure per filter.
+            effects.append(.toClient(MQTTPacket.subAck(SubAck(packetIdentifier: id, reasonCodes: components.map { _ in deniedCode })).encode(version: version)))
+            return .effects(effects)
+        }
+        subscriptions.subscribeSent(packetIdentifier: id, .init(requested: subscribe.subscriptions.map(\.topicFilter), components: components,
+                                                                brokerFilters: brokerSubscriptions.map(\.topicFilter)))
+        if unchanged { return .forward }
+        let rewritten = Subscribe(packetIdentifier: id, properties: subscribe.properties, subscriptions: brokerSubscriptions)
+        effects.append(.toBroker(MQTTPacket.subscribe(rewritten).encode(version: version)))
+        return .effects(effects)
+    }
+
+    private mutating func clientUnsubscribe(_ unsubscribe: Unsubscribe, version: ProtocolVersion) -> Action {
+        let policy = currentPolicy()
+        let id = unsubscribe.packetIdentifier
+        let (brokerFilters, pending) = subscriptions.planUnsubscribe(packetIdentifier: id, requested: unsubscribe.topicFilters) { filter in
+            policy.subscribe(filter: filter).permittedFilters
+        }
+        if brokerFilters.isEmpty {
+            let codes = version == .v5 ? SubscriptionBook.codes(for: pending, brokerCodes: []) : []
+            return .effects([.toClient(MQTTPacket.unsubAck(UnsubAck(packetIdentifier: id, reasonCodes: codes)).encode(version: version))])
+        }
+        if brokerFilters == unsubscribe.topicFilters { return .forward }
+        let rewritten = Unsubscribe(packetIdentifier: id, properties: unsubscribe.properties, topicFilters: brokerFilters)
+        return .effects([.toBroker(MQTTPacket.unsubscribe(rewritten).encode(version: version))])
+    }
+
+    private mutating func clientError(_ error: MQTTCodecError) -> Action {
+        var effects: [Effect] = [.clientProtocolError(error)]
+        if case .sendDisconnectAndClose(let disconnect) = error.serverReaction(version: version, awaitingConnect: false), let version {
+            if state == .connecting {
+                // Hold the DISCONNECT until the CONNACK has gone out; read nothing more meanwhile.
+                state = .failedAwaitingConnAck(disconnect)
+                return .effects(effects)
+            }
+            effects.append(.toClient(MQTTPacket.disconnect(disconnect).encode(version: version)))
+        }
+        state = .closed
+        // The broker connection is dropped without DISCONNECT, so it publishes the will, as it
+        // must after a protocol error.
+        effects.append(.closeBoth)
+        return .effects(effects)
+    }
+
+    /// The client's bytes could not be framed (bad length, reserved type, too large).
+    mutating func clientFramingError(_ error: MQTTCodecError) -> Action {
+        if state == .awaitingConnect {
+            state = .closed
+            return .effects([.clientProtocolError(error), .closeBoth])
+        }
+        return clientError(error)
+    }
+
+    // MARK: Broker → client
+
+    mutating func brokerFrame(_ frame: MQTTFrame) -> Action {
+        if case .failedAwaitingConnAck(let disconnect) = state, let version {
+            state = .closed
+            guard frame.type == .connack, let packet = try? MQTTPacket.decode(frame, version: version), case .connAck(let ack) = packet else {
+                return .effects([.closeBoth])
+            }
+            var effects: [Effect] = [.toClient(frame.bytes)]
+            if ack.isAccepted { effects.append(.toClient(MQTTPacket.disconnect(disconnect).encode(version: version))) }
+            effects.append(.closeBoth)
+            return .effects(effects)
+        }
+        guard state == .connecting || state == .connected, let version else { return .effects([]) }
+        let packet: MQTTPacket
+        do {
+            packet = try MQTTPacket.decode(frame, version: version, options: configuration.decodingOptions)
+        } catch {
+            return brokerError(error)
+        }
+        if packet.type.sender == .client {
+            return brokerError(.init(.protocolError, field: "\(packet.type)", "a server must not send \(packet.type)", spec: "MQTT-2.1.2"))
+        }
+        switch packet {
+        case .connAck(let ack):
+            guard state == .connecting else {
+                return brokerError(.init(.protocolError, field: "CONNACK", "a second CONNACK", spec: "MQTT-3.2.0-2"))
+            }
+            state = ack.isAccepted ? .connected : .closed
+            clientAliases.maximum = ack.properties?.topicAliasMaximum ?? 0
+            if version == .v5, ack.isAccepted, let assigned = assignedClientIdentifier,
+               !(ack.properties ?? []).contains(where: { if case .assignedClientIdentifier = $0 { true } else { false } }) {
+                // The client sent an empty id and expects to learn the one in use.
+                var withID = ack
+                var properties = ack.properties ?? []
+                properties.append(.assignedClientIdentifier(assigned))
+                withID.properties = properties
+                return .effects([.toClient(MQTTPacket.connAck(withID).encode(version: version))])
+            }
+            return .forward
+        case .publish(let publish):
+            return brokerPublish(publish, version: version)
+        case .pubAck(let ack):
+            inFlightToBroker.remove(ack.packetIdentifier)
+            return .forward
+        case .pubRec(let rec):
+            if rec.reasonCode?.isFailure == true { inFlightToBroker.remove(rec.packetIdentifier) }
+            return .forward
+        case .pubComp(let comp):
+            inFlightToBroker.remove(comp.packetIdentifier)
+            return .forward
+        case .pubRel(let rel):
+            if locallyReceivedFromBroker.remove(rel.packetIdentifier) != nil {
+                return .effects([.toBroker(MQTTPacket.pubComp(PubComp(packetIdentifier: rel.packetIdentifier)).encode(version: version))])
+            }
+            return .forward
+        case .subAck(let subAck):
+            let deniedCode: ReasonCode = version == .v5 ? .notAuthorized : .unspecifiedError
+            guard let codes = subscriptions.subAckReceived(packetIdentifier: subAck.packetIdentifier, brokerCodes: subAck.reasonCodes, deniedCode: deniedCode) else {
+                return .forward
+            }
+            if codes == subAck.reasonCodes { return .forward }
+            let rebuilt = SubAck(packetIdentifier: subAck.packetIdentifier, properties: subAck.properties, reasonCodes: codes)
+            return .effects([.toClient(MQTTPacket.subAck(rebuilt).encode(version: version))])
+        case .unsubAck(let unsubAck):
+            guard let codes = subscriptions.unsubAckReceived(packetIdentifier: unsubAck.packetIdentifier, brokerCodes: unsubAck.reasonCodes) else {
+                return .forward
+            }
+            if version != .v5 || codes == unsubAck.reasonCodes { return .forward }
+            let rebuilt = UnsubAck(packetIdentifier: unsubAck.packetIdentifier, properties: unsubAck.properties, reasonCodes: codes)
+            return .effects([.toClient(MQTTPacket.unsubAck(rebuilt).encode(version: version))])
+        case .disconnect:
+            state = .closed
+            return .effects([.toClient(frame.bytes), .closeBoth])
+        case .pingResp, .auth:
+            return .forward
+        case .connect, .subscribe, .unsubscribe, .pingReq:
+            return .forward  // rejected above (client-only packets)
+        }
+    }
+
+    private mutating func brokerPublish(_ publish: Publish, version: ProtocolVersion) -> Action {
+        var topic = publish.topic
+        if version == .v5 {
+            switch brokerAliases.resolve(topic: publish.topic, alias: publish.properties.topicAlias) {
+            case .topic(let resolved): topic = resolved
+            case .aliasOutOfRange(let alias):
+                return brokerError(.init(.topicAliasInvalid, field: "PUBLISH.properties.topicAlias", "the broker used alias \(alias) above the client's maximum \(brokerAliases.maximum)"))
+            case .unknownAlias(let alias):
+                return brokerError(.init(.protocolError, field: "PUBLISH.properties.topicAlias", "the broker used alias \(alias) without setting it"))
+            }
+        }
+        // Overlapping and shared subscriptions can deliver what no single subscription was
+        // checked for, so every delivery is checked.
+        let decision = currentPolicy().decide(topic: topic, access: .read)
+        if decision.isAllowed { return .forward }
+        var effects: [Effect] = [.denied(DenialEvent(kind: .delivery, direction: "broker_to_client", identity: identity!, topic: topic,
+                                                     rule: decision.rule?.location, reason: decision.description))]
+        // Acknowledge on the client's behalf so the broker does not redeliver forever.
+        switch publish.qos {
+        case .atMostOnce:
+            break
+        case .atLeastOnce:
+            effects.append(.toBroker(MQTTPacket.pubAck(PubAck(packetIdentifier: publish.packetIdentifier!)).encode(version: version)))
+        case .exactlyOnce:
+            locallyReceivedFromBroker.insert(publish.packetIdentifier!)
+            effects.append(.toBroker(MQTTPacket.pubRec(PubRec(packetIdentifier: publish.packetIdentifier!)).encode(version: version)))
+        }
+        return .effects(effects)
+    }
+
+    private mutating func brokerError(_ error: MQTTCodecError) -> Action {
+        state = .closed
+        var effects: [Effect] = [.brokerProtocolError(error)]
+        if let version, version == .v5 {
+            effects.append(.toBroker(MQTTPacket.disconnect(Disconnect(reasonCode: error.reasonCode)).encode(version: version)))
+            // The client did nothing wrong; tell it the server side failed.
+            effects.append(.toClient(MQTTPacket.disconnect(Disconnect(reasonCode: .unspecifiedError)).encode(version: version)))
+        }
+        effects.append(.closeBoth)
+        return .effects(effects)
+    }
+
+    /// The broker's bytes could not be framed.
+    mutating func brokerFramingError(_ error: MQTTCodecError) -> Action {
+        brokerError(error)
+    }
+
+    /// Graceful shutdown: what to tell the client before closing (5.0: Server shutting down).
+    func shutdownNotice() -> ByteBuffer? {
+        guard let version, version == .v5, state == .connected else { return nil }
+        return MQTTPacket.disconnect(Disconnect(reasonCode: .serverShuttingDown)).encode(version: version)
+    }
+}
+
+extension ACLPolicy {
+    var noRulesReason: String {
+        "no acl_file rule grants \(identity) anything (no user block and no usable pattern)"
+    }
+}

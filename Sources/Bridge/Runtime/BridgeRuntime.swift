@@ -1,0 +1,55 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+public import Logging
+import NIOCore
+import NIOPosix
+import Prometheus
+import ServiceLifecycle
+import TopicACL
+import UnixSignals
+
+/// Wires a configuration into running services and runs them until SIGTERM / SIGINT
+/// (graceful drain) — the whole of `mqbridge run`.
+public enum BridgeRuntime {
+    /// A parent may have started us with SIGTERM / SIGINT / SIGHUP blocked (the mask is
+    /// inherited), in which case graceful shutdown and reload would silently never happen.
+    public static func unblockControlSignals() {
+        var set = sigset_t()
+        sigemptyset(&set)
+        for signal in [SIGTERM, SIGINT, SIGHUP] { sigaddset(&set, signal) }
+        pthread_sigmask(SIG_UNBLOCK, &set, nil)
+    }
+
+    public static func run(_ configuration: BridgeConfiguration, logger: Logger) async throws {
+        let store = try ACLStore(path: configuration.aclPath)
+        for warning in store.current.acl.file.warnings {
+            logger.warning("\(warning)", metadata: ["event": "acl_warning"])
+        }
+        let registry = PrometheusCollectorRegistry()
+        let metrics = BridgeMetrics(factory: PrometheusMetricsFactory(registry: registry))
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
+        var services: [any Service] = configuration.proxies.map {
+            ProxyServer(configuration: $0, aclStore: store, metrics: metrics, group: group, logger: logger)
+        }
+        if let address = configuration.metrics {
+            services.append(MetricsServer(host: address.host, port: address.port, registry: registry, group: group, logger: logger))
+        }
+        services.append(ACLReloadService(store: store, metrics: metrics, logger: logger))
+        let serviceGroup = ServiceGroup(configuration: .init(
+            services: services.map { .init(service: $0) },
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: logger
+        ))
+        logger.info("mqbridge starting", metadata: ["event": "starting", "acl": "\(configuration.aclPath)", "rules": "\(store.current.acl.file.rules.count)"])
+        do {
+            try await serviceGroup.run()
+        } catch {
+            try? await group.shutdownGracefully()
+            throw error
+        }
+        try await group.shutdownGracefully()
+    }
+}

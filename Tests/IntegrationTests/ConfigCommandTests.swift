@@ -1,0 +1,81 @@
+import Foundation
+import TestSupport
+import Testing
+
+/// `mqbridge check` and `mqbridge run` on configuration files, as an operator meets them.
+@Suite("Configuration files")
+struct ConfigCommandTests {
+    func mqbridge(_ arguments: [String]) throws -> (status: Int32, stdout: String, stderr: String) {
+        let result = try TestEnvironment.run([TestEnvironment.mqbridgeBinary] + arguments)
+        return (result.status, String(decoding: result.stdout, as: UTF8.self), result.stderr)
+    }
+
+    func directory(_ files: [String: String]) throws -> URL {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("mqbridge-conf-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        for (name, text) in files { try text.write(to: dir.appendingPathComponent(name), atomically: true, encoding: .utf8) }
+        return dir
+    }
+
+    @Test("The shipped example passes check and is summarized")
+    func example() throws {
+        let config = TestEnvironment.repositoryRoot.appendingPathComponent("conf/mqbridge.yaml").path
+        let r = try mqbridge(["check", "--config", config])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout.contains("configuration \(config): OK"))
+        #expect(r.stdout.contains("proxy \"plant-floor\": listen 0.0.0.0:1883 → broker 127.0.0.1:11883"))
+        #expect(r.stdout.contains("metrics: http://127.0.0.1:9464/metrics"))
+    }
+
+    @Test("Every problem in a file is reported with file:line, key and fix; exit 2")
+    func errors() throws {
+        let dir = try directory(["acl.conf": "topic read a\n", "bad.yaml": """
+        log_level: chatty
+        acl: acl.conf
+        metrcs: 127.0.0.1:9464
+        proxies:
+          - listen: 0.0.0.0
+            broker: 127.0.0.1:99999
+            connect_timeout: soon
+          - broker: 127.0.0.1:1883
+
+        """])
+        let path = dir.appendingPathComponent("bad.yaml").path
+        let r = try mqbridge(["check", "--config", path])
+        #expect(r.status == 2)
+        let lines = r.stderr.split(separator: "\n").map(String.init)
+        #expect(lines.contains("\(path):1: log_level: \"chatty\" is not a log level — use trace, debug, info, notice, warning, error or critical"))
+        #expect(lines.contains { $0.hasPrefix("\(path):3: metrcs: unknown key — did you mean 'metrics'?") })
+        #expect(lines.contains { $0.hasPrefix("\(path):5: proxies[0].listen: \"0.0.0.0\" is not a host:port address: missing ':port'") })
+        #expect(lines.contains { $0.hasPrefix("\(path):6: proxies[0].broker: \"127.0.0.1:99999\" is not a host:port address") })
+        #expect(lines.contains { $0.hasPrefix("\(path):7: proxies[0].connect_timeout: \"soon\" is not a positive duration") })
+        #expect(lines.contains { $0.hasPrefix("\(path):8: proxies[1].listen: missing — add `listen: 0.0.0.0:1883`") })
+    }
+
+    @Test("A bad acl_file stops run and check before anything listens, naming file:line")
+    func badACL() throws {
+        let dir = try directory(["acl.conf": "user a\ntopic reed x\n", "c.yaml": "acl: acl.conf\nproxies:\n  - listen: 127.0.0.1:0\n    broker: 127.0.0.1:1\n"])
+        let acl = dir.appendingPathComponent("acl.conf").path
+        for command in ["check", "run"] {
+            let r = try mqbridge([command, "--config", dir.appendingPathComponent("c.yaml").path])
+            #expect(r.status == 2)
+            #expect(r.stderr.contains("\(acl):2: invalid access type \"reed\""), "\(r.stderr)")
+        }
+    }
+
+    @Test("Invalid YAML names its line")
+    func invalidYAML() throws {
+        let dir = try directory(["c.yaml": "acl: a\nproxies:\n  - listen: [\n"])
+        let r = try mqbridge(["check", "--config", dir.appendingPathComponent("c.yaml").path])
+        #expect(r.status == 2)
+        #expect(r.stderr.contains("c.yaml:4: not valid YAML") || r.stderr.contains("c.yaml:3: not valid YAML"), "\(r.stderr)")
+    }
+
+    @Test("Flags: --config with --listen is ambiguous; the one-site flags need --listen, --broker and --acl")
+    func flags() throws {
+        #expect(try mqbridge(["run", "--config", "x.yaml", "--listen", "127.0.0.1:1"]).stderr.contains("cannot be combined with --config"))
+        let r = try mqbridge(["run", "--listen", "127.0.0.1:0"])
+        #expect(r.status == 2)
+        #expect(r.stderr.contains("missing: --broker, --acl"))
+    }
+}

@@ -1,0 +1,81 @@
+public import Foundation
+
+/// The mqbridge binary running as a real process, with its JSON log parsed for the addresses
+/// it bound (tests pass port 0 and read the port back: no fixed ports, no races).
+public final class BridgeProcess: @unchecked Sendable {
+    public let process: ChildProcess
+    public let directory: URL
+    /// The first proxy listener's port.
+    public private(set) var port: Int = 0
+    public private(set) var metricsPort: Int?
+
+    /// Starts `mqbridge <arguments>` and waits until it logs that it is listening.
+    public init(_ arguments: [String], expectMetrics: Bool = false, timeout: Double = 15) throws {
+        TestEnvironment.raiseFileLimit()
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("mqbridge-run-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        process = try ChildProcess([TestEnvironment.mqbridgeBinary] + arguments, log: directory.appendingPathComponent("mqbridge.log"))
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            for line in logLines {
+                if line["event"] == "listening", port == 0, let address = line["address"], let p = Int(address.split(separator: ":").last ?? "") { port = p }
+                if line["event"] == "metrics_listening", let address = line["address"], let p = Int(address.split(separator: ":").last ?? "") { metricsPort = p }
+            }
+            if port != 0 && (!expectMetrics || metricsPort != nil) { return }
+            if process.hasExited { throw TestError("mqbridge exited early: \(process.log)") }
+            usleep(20_000)
+        }
+        throw TestError("mqbridge did not report listening within \(timeout)s: \(process.log)")
+    }
+
+    /// Each JSON log line as a flat [key: string] dictionary.
+    public var logLines: [[String: String]] {
+        process.log.split(separator: "\n").compactMap { line in
+            guard let data = line.data(using: .utf8), let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else { return nil }
+            return object.mapValues { "\($0)" }
+        }
+    }
+
+    public func lines(event: String) -> [[String: String]] { logLines.filter { $0["event"] == event } }
+
+    /// GET /metrics, as text.
+    public func scrapeMetrics() throws -> String {
+        guard let metricsPort else { throw TestError("metrics are not enabled") }
+        let result = try TestEnvironment.run(["python3", "-c", "import urllib.request,sys; sys.stdout.write(urllib.request.urlopen('http://127.0.0.1:\(metricsPort)/metrics').read().decode())"])
+        guard result.status == 0 else { throw TestError("scrape failed: \(result.stderr)") }
+        return String(decoding: result.stdout, as: UTF8.self)
+    }
+
+    /// The value of one series in a scrape, e.g. `mqbridge_denials_total{kind="publish"}`.
+    public func metric(_ series: String) throws -> Double? {
+        for line in try scrapeMetrics().split(separator: "\n") where line.hasPrefix(series + " ") {
+            return Double(line.split(separator: " ").last ?? "")
+        }
+        return nil
+    }
+
+    public func stop() {
+        process.stop()
+        try? FileManager.default.removeItem(at: directory)
+    }
+
+    deinit { process.stop(grace: 2) }
+}
+
+extension TestEnvironment {
+    /// Many-connection tests need more descriptors than a default soft limit of 1024.
+    public static func raiseFileLimit() {
+        var limit = rlimit()
+        getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+        if limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = min(limit.rlim_max, 65536)
+            setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+        }
+    }
+
+    /// Runs a script from Tests/IntegrationTests/Scripts with python3.
+    public static func python(_ script: String, _ arguments: [String], stdin: Data = Data(), timeout: Double = 120) throws -> (status: Int32, stdout: String, stderr: String) {
+        let result = try run(["python3", TestEnvironment.script(script)] + arguments, stdin: stdin, timeout: timeout)
+        return (result.status, String(decoding: result.stdout, as: UTF8.self), result.stderr)
+    }
+}
