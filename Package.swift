@@ -10,7 +10,7 @@ let swiftSettings: [SwiftSetting] = [
 
 let package = Package(
     name: "mqbridge",
-    platforms: [.macOS(.v14)],
+    platforms: [.macOS(.v15)],
     products: [
         .executable(name: "mqbridge", targets: ["mqbridge"]),
         .executable(name: "mqbridge-bench", targets: ["MQBench"]),

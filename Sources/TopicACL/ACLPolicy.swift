@@ -1,6 +1,9 @@
 /// The compiled rules of one identity: its own list (a user's, the anonymous one, or a
 /// peer's) and the pattern lines with its client id and username substituted.
-public struct ACLPolicy: Sendable {
+///
+/// A class: a connection holds one and consults it for every packet, so it is passed by
+/// reference rather than copied field by field.
+public final class ACLPolicy: Sendable {
     public let identity: Identity
     let own: RuleTrie?
     let ownRules: [ACLRule]

@@ -25,6 +25,9 @@ struct ConfigurationOptions: ParsableArguments {
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical (overrides log_level).")
     var logLevel: String?
 
+    @Option(help: "Event loop threads (overrides threads; default: one per CPU core).")
+    var threads: Int?
+
     func validate() throws {
         let flags = [("--listen", listen), ("--broker", broker), ("--acl", acl), ("--metrics", metrics)].filter { $0.1 != nil }.map(\.0)
         if config != nil {
@@ -60,6 +63,10 @@ struct ConfigurationOptions: ParsableArguments {
             configuration = BridgeConfiguration(metrics: try address("--metrics", metrics), aclPath: acl!, proxies: [proxy])
         }
         if let logLevel { configuration.logLevel = Logger.Level(rawValue: logLevel.lowercased())! }
+        if let threads {
+            guard (1...1024).contains(threads) else { throw fail("--threads \(threads) is not between 1 and 1024") }
+            configuration.threads = threads
+        }
         let problems = configuration.validateReferences()
         if !problems.isEmpty { throw fail("invalid configuration:\n" + problems.joined(separator: "\n")) }
         return configuration

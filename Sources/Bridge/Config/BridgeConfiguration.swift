@@ -11,6 +11,7 @@ import Yams
 /// - `metrics` (host:port, optional, default none): where `GET /metrics` is served.
 /// - `acl` (path, required): the mosquitto-format acl_file, relative to this file.
 /// - `allow_anonymous` (bool, optional, default true): refuse clients without a username if false.
+/// - `threads` (integer, optional, default: the number of CPU cores): event loop threads.
 /// - `proxies` (list, required): one entry per listener, each with `listen` and `broker`
 ///   (host:port, required), `name`, `connect_timeout` (default 10s), `max_packet_size`
 ///   (default 1048576), `max_connect_packet_size` (default 131072), `max_connections`
@@ -23,16 +24,19 @@ public struct BridgeConfiguration: Sendable {
     /// Absolute or relative to the working directory (already resolved against the file).
     public var aclPath: String
     public var proxies: [ProxyConfiguration]
+    /// Event loop threads; nil means one per CPU core.
+    public var threads: Int?
 
-    public init(source: String? = nil, logLevel: Logger.Level = .info, metrics: HostPort? = nil, aclPath: String, proxies: [ProxyConfiguration]) {
+    public init(source: String? = nil, logLevel: Logger.Level = .info, metrics: HostPort? = nil, aclPath: String, proxies: [ProxyConfiguration], threads: Int? = nil) {
         self.source = source
         self.logLevel = logLevel
         self.metrics = metrics
         self.aclPath = aclPath
         self.proxies = proxies
+        self.threads = threads
     }
 
-    static let topLevelKeys = ["log_level", "metrics", "acl", "allow_anonymous", "proxies"]
+    static let topLevelKeys = ["log_level", "metrics", "acl", "allow_anonymous", "threads", "proxies"]
     static let proxyKeys = ["name", "listen", "broker", "connect_timeout", "max_packet_size", "max_connect_packet_size", "max_connections", "drain_timeout"]
 
     /// Parses the YAML text of `file`. Paths in it are resolved against the file's directory.
@@ -56,6 +60,7 @@ public struct BridgeConfiguration: Sendable {
         var metrics: HostPort?
         var aclPath: String?
         var allowAnonymous = true
+        var threads: Int?
         var proxies: [ProxyConfiguration] = []
         if let top = reader.mapping(root, at: "", known: Self.topLevelKeys) {
             if let (_, node) = top["log_level"], let text = reader.string(node, "log_level") {
@@ -65,6 +70,7 @@ public struct BridgeConfiguration: Sendable {
             }
             if let (_, node) = top["metrics"] { metrics = reader.hostPort(node, "metrics") }
             if let (_, node) = top["allow_anonymous"], let value = reader.bool(node, "allow_anonymous") { allowAnonymous = value }
+            if let (_, node) = top["threads"] { threads = reader.integer(node, "threads", range: 1...1024) }
             if let (_, node) = top["acl"], let path = reader.string(node, "acl") {
                 aclPath = path.hasPrefix("/") ? path : directory.appendingPathComponent(path).path
             } else if top["acl"] == nil {
@@ -90,7 +96,7 @@ public struct BridgeConfiguration: Sendable {
             }
         }
         if !reader.errors.isEmpty { throw ConfigErrors(errors: reader.errors) }
-        self.init(source: file, logLevel: logLevel, metrics: metrics, aclPath: aclPath!, proxies: proxies)
+        self.init(source: file, logLevel: logLevel, metrics: metrics, aclPath: aclPath!, proxies: proxies, threads: threads)
     }
 
     private static func proxy(_ node: Node, index: Int, reader: inout ConfigReader) -> ProxyConfiguration? {

@@ -55,12 +55,12 @@ public final class ProxyServer: Service, Sendable {
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
-            .childChannelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 512, maximum: 65536))
+            .childChannelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 128, maximum: 65536))
             .childChannelOption(.writeBufferWaterMark, value: .init(low: 32 << 10, high: 256 << 10))
             .childChannelInitializer { channel in Self.configureClientChannel(channel, environment: environment) }
             .bind(host: configuration.listen.host, port: configuration.listen.port).get()
         let address = server.localAddress
-        environment.logger.info("listening", metadata: [
+        environment.logger.notice("listening", metadata: [
             "event": "listening", "address": "\(address.map { "\($0.ipAddress ?? configuration.listen.host):\($0.port ?? 0)" } ?? "\(configuration.listen)")",
             "broker": "\(configuration.broker)",
         ])

@@ -88,6 +88,7 @@ struct ProxySession {
     /// QoS > 0 PUBLISHes forwarded to the broker and not yet acknowledged (for draining).
     private(set) var inFlightToBroker = Set<UInt16>()
     private var subscriptions = SubscriptionBook()
+    private var decisions = DecisionCache()
 
     init(configuration: Configuration, aclStore: ACLStore) {
         self.configuration = configuration
@@ -203,6 +204,12 @@ struct ProxySession {
         return .effects([.openUpstream(connect: forwarded)])
     }
 
+    /// A PUBLISH decision, through the per-connection cache.
+    private mutating func decide(_ topic: String, _ access: Access) -> ACLDecision {
+        let policy = currentPolicy()
+        return decisions.decide(policy, generation: policyGeneration, topic: topic, access: access)
+    }
+
     private mutating func currentPolicy() -> ACLPolicy {
         let snapshot = aclStore.current
         if let policy, policyGeneration == snapshot.generation { return policy }
@@ -227,7 +234,7 @@ struct ProxySession {
                 return clientError(.init(.protocolError, field: "PUBLISH.properties.topicAlias", "alias \(alias) was never set", spec: "MQTT-3.3.2-11"))
             }
         }
-        let decision = currentPolicy().decide(topic: topic, access: .write)
+        let decision = decide(topic, .write)
         if decision.isAllowed {
             if let id = publish.packetIdentifier { inFlightToBroker.insert(id) }
             return .forward
@@ -427,7 +434,7 @@ struct ProxySession {
         }
         // Overlapping and shared subscriptions can deliver what no single subscription was
         // checked for, so every delivery is checked.
-        let decision = currentPolicy().decide(topic: topic, access: .read)
+        let decision = decide(topic, .read)
         if decision.isAllowed { return .forward }
         var effects: [Effect] = [.denied(DenialEvent(kind: .delivery, direction: "broker_to_client", identity: identity!, topic: topic,
                                                      rule: decision.rule?.location, reason: decision.description))]

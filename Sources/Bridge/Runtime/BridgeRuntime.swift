@@ -30,7 +30,7 @@ public enum BridgeRuntime {
         }
         let registry = PrometheusCollectorRegistry()
         let metrics = BridgeMetrics(factory: PrometheusMetricsFactory(registry: registry))
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: configuration.threads ?? System.coreCount)
         var services: [any Service] = configuration.proxies.map {
             ProxyServer(configuration: $0, aclStore: store, metrics: metrics, group: group, logger: logger)
         }

@@ -1,0 +1,189 @@
+import CMosquitto
+import Foundation
+import Synchronization
+
+/// A load generator on libmosquitto: publishers and a subscriber in this process, talking to
+/// a broker (directly or through mqbridge). Payloads carry the send time (CLOCK_MONOTONIC), so
+/// the subscriber measures one-way latency on the same clock.
+final class MosquittoClient: @unchecked Sendable {
+    let handle: OpaquePointer
+    let connected = Atomic<Bool>(false)
+    var onMessage: ((UnsafePointer<mosquitto_message>) -> Void)?
+
+    init(id: String, host: String, port: Int, username: String?, maxInflight: UInt32 = 100) throws {
+        guard let handle = mosquitto_new(id, true, nil) else { throw BenchError("mosquitto_new failed") }
+        self.handle = handle
+        mosquitto_user_data_set(handle, Unmanaged.passUnretained(self).toOpaque())
+        if let username { mosquitto_username_pw_set(handle, username, nil) }
+        mosquitto_max_inflight_messages_set(handle, maxInflight)
+        mosquitto_connect_callback_set(handle) { _, object, rc in
+            let client = Unmanaged<MosquittoClient>.fromOpaque(object!).takeUnretainedValue()
+            if rc == 0 { client.connected.store(true, ordering: .releasing) }
+        }
+        mosquitto_message_callback_set(handle) { _, object, message in
+            let client = Unmanaged<MosquittoClient>.fromOpaque(object!).takeUnretainedValue()
+            client.onMessage?(message!)
+        }
+        guard mosquitto_connect(handle, host, Int32(port), 60) == MOSQ_ERR_SUCCESS.rawValue else {
+            throw BenchError("mosquitto_connect to \(host):\(port) failed")
+        }
+        mosquitto_loop_start(handle)
+        let deadline = Date().addingTimeInterval(10)
+        while !connected.load(ordering: .acquiring) {
+            if Date() > deadline { throw BenchError("no CONNACK from \(host):\(port)") }
+            usleep(1000)
+        }
+    }
+
+    func subscribe(_ filter: String, qos: Int32) {
+        mosquitto_subscribe(handle, nil, filter, qos)
+    }
+
+    func publish(_ topic: String, payload: UnsafeRawBufferPointer, qos: Int32) {
+        mosquitto_publish(handle, nil, topic, Int32(payload.count), payload.baseAddress, qos, false)
+    }
+
+    deinit {
+        mosquitto_disconnect(handle)
+        mosquitto_loop_stop(handle, false)
+        mosquitto_destroy(handle)
+    }
+}
+
+struct BenchError: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}
+
+func monotonicNanoseconds() -> UInt64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+}
+
+/// Counts and latencies recorded by the subscriber.
+final class Receiver: @unchecked Sendable {
+    let received = Atomic<Int>(0)
+    let latencies: UnsafeMutablePointer<UInt64>
+    let capacity: Int
+    let recordLatency: Bool
+
+    init(capacity: Int, recordLatency: Bool) {
+        self.capacity = capacity
+        self.recordLatency = recordLatency
+        latencies = .allocate(capacity: capacity)
+    }
+
+    func record(_ message: UnsafePointer<mosquitto_message>) {
+        let now = monotonicNanoseconds()
+        let index = received.wrappingAdd(1, ordering: .relaxed).oldValue
+        if recordLatency, index < capacity, message.pointee.payloadlen >= 8 {
+            let sent = message.pointee.payload.loadUnaligned(as: UInt64.self)
+            latencies[index] = now &- sent
+        }
+    }
+
+    func percentiles() -> (p50: Double, p99: Double) {
+        let count = min(received.load(ordering: .acquiring), capacity)
+        guard count > 0 else { return (0, 0) }
+        let sorted = UnsafeBufferPointer(start: latencies, count: count).sorted()
+        return (Double(sorted[count / 2]) / 1000, Double(sorted[min(count - 1, count * 99 / 100)]) / 1000)
+    }
+
+    deinit { latencies.deallocate() }
+}
+
+enum Load {
+    struct Throughput {
+        var messagesPerSecond: Double
+        var messages: Int
+        var seconds: Double
+    }
+
+    /// Closed-loop throughput: `publishers` clients publish as fast as they can while at most
+    /// `window` messages are unreceived, for `seconds`; the rate is what the subscriber got.
+    static func throughput(host: String, port: Int, qos: Int32, publishers: Int, seconds: Double, payloadSize: Int = 64, window: Int = 2000) throws -> Throughput {
+        let receiver = Receiver(capacity: 0, recordLatency: false)
+        let subscriber = try MosquittoClient(id: "bench-sub-\(UUID().uuidString.prefix(8))", host: host, port: port, username: "bench")
+        subscriber.onMessage = { receiver.record($0) }
+        subscriber.subscribe("bench/t/#", qos: qos)
+        usleep(200_000)
+        let clients = try (0..<publishers).map { i in
+            try MosquittoClient(id: "bench-pub-\(i)-\(UUID().uuidString.prefix(8))", host: host, port: port, username: "bench")
+        }
+        let published = Atomic<Int>(0)
+        let stop = Atomic<Bool>(false)
+        let start = monotonicNanoseconds()
+        let threads = clients.enumerated().map { index, client in
+            Thread {
+                var payload = [UInt8](repeating: 0x5A, count: payloadSize)
+                let topic = "bench/t/\(index)"
+                while !stop.load(ordering: .relaxed) {
+                    if published.load(ordering: .relaxed) - receiver.received.load(ordering: .relaxed) >= window {
+                        sched_yield()
+                        continue
+                    }
+                    payload.withUnsafeMutableBytes { $0.storeBytes(of: monotonicNanoseconds(), as: UInt64.self) }
+                    payload.withUnsafeBytes { client.publish(topic, payload: $0, qos: qos) }
+                    published.wrappingAdd(1, ordering: .relaxed)
+                }
+            }
+        }
+        threads.forEach { $0.start() }
+        usleep(UInt32(seconds * 1_000_000))
+        let got = receiver.received.load(ordering: .acquiring)
+        let elapsed = Double(monotonicNanoseconds() - start) / 1e9
+        stop.store(true, ordering: .relaxed)
+        while threads.contains(where: { !$0.isFinished }) { usleep(1000) }
+        usleep(300_000)
+        _ = clients
+        return Throughput(messagesPerSecond: Double(got) / elapsed, messages: got, seconds: elapsed)
+    }
+
+    /// Open-loop latency: one publisher at a fixed rate for `seconds`.
+    static func latency(host: String, port: Int, qos: Int32, rate: Int, seconds: Double) throws -> (p50: Double, p99: Double, received: Int, sent: Int) {
+        let total = Int(Double(rate) * seconds)
+        let receiver = Receiver(capacity: total, recordLatency: true)
+        let subscriber = try MosquittoClient(id: "lat-sub-\(UUID().uuidString.prefix(8))", host: host, port: port, username: "bench")
+        subscriber.onMessage = { receiver.record($0) }
+        subscriber.subscribe("bench/lat", qos: qos)
+        let publisher = try MosquittoClient(id: "lat-pub-\(UUID().uuidString.prefix(8))", host: host, port: port, username: "bench")
+        usleep(200_000)
+        var payload = [UInt8](repeating: 0x41, count: 64)
+        let interval = 1_000_000_000 / UInt64(rate)
+        let start = monotonicNanoseconds()
+        for i in 0..<total {
+            // Sleep until the send time (no busy wait: on a small machine a spinning
+            // publisher would steal the CPU that the broker and the proxy need).
+            let due = start + UInt64(i) * interval
+            var wake = timespec(tv_sec: Int(due / 1_000_000_000), tv_nsec: Int(due % 1_000_000_000))
+            while clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &wake, nil) == EINTR {}
+            payload.withUnsafeMutableBytes { $0.storeBytes(of: monotonicNanoseconds(), as: UInt64.self) }
+            payload.withUnsafeBytes { publisher.publish("bench/lat", payload: $0, qos: qos) }
+        }
+        let deadline = Date().addingTimeInterval(5)
+        while receiver.received.load(ordering: .acquiring) < total && Date() < deadline { usleep(1000) }
+        let (p50, p99) = receiver.percentiles()
+        return (p50, p99, receiver.received.load(ordering: .acquiring), total)
+    }
+}
+
+/// CPU time and RSS of a process, from /proc.
+enum ProcessStats {
+    static func cpuSeconds(_ pid: Int32) -> Double {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+              let close = stat.lastIndex(of: ")") else { return 0 }
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        // After the command: state is field 3; utime and stime are fields 14 and 15.
+        let utime = Double(fields[11]) ?? 0, stime = Double(fields[12]) ?? 0
+        return (utime + stime) / Double(sysconf(Int32(_SC_CLK_TCK)))
+    }
+
+    static func rssKiB(_ pid: Int32) -> Int {
+        guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return 0 }
+        for line in status.split(separator: "\n") where line.hasPrefix("VmRSS:") {
+            return Int(line.split(separator: " ", omittingEmptySubsequences: true)[1]) ?? 0
+        }
+        return 0
+    }
+}
