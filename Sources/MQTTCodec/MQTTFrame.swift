@@ -142,13 +142,21 @@ public struct MQTTFrameDecoder: ByteToMessageDecoder {
         }
     }
 
-    public mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
+    /// Frames the next packet of the stream from `buffer` (consuming it), applying the
+    /// first-packet rules; nil when more bytes are needed. For streams that do not arrive
+    /// through a ChannelPipeline (a multiplexed link stream).
+    public mutating func nextFrame(from buffer: inout ByteBuffer) throws(MQTTCodecError) -> MQTTFrame? {
         let first = framesDecoded == 0
         let limit = first ? configuration.maximumFirstPacketSize : configuration.maximumPacketSize
         guard let frame = try Self.parseFrame(from: &buffer, maximumPacketSize: limit, expectedType: first ? configuration.expectedFirstPacket : nil) else {
-            return .needMoreData
+            return nil
         }
         framesDecoded += 1
+        return frame
+    }
+
+    public mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
+        guard let frame = try nextFrame(from: &buffer) else { return .needMoreData }
         context.fireChannelRead(wrapInboundOut(frame))
         return .continue
     }

@@ -148,3 +148,36 @@ extension TestEnvironment {
         return path
     }
 }
+
+extension TestEnvironment {
+    /// Connects to 127.0.0.1:port, sends `send`, optionally half-closes, and returns what comes
+    /// back until EOF (or until as many bytes as were sent when not half-closing).
+    public static func tcpExchange(port: Int, send bytes: [UInt8], halfClose: Bool, timeout: Double = 10) throws -> [UInt8] {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var tv = timeval(tv_sec: Int(timeout), tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        let ok = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 } }
+        guard ok else { throw TestError("connect to 127.0.0.1:\(port) failed") }
+        var offset = 0
+        while offset < bytes.count {
+            let n = bytes.withUnsafeBytes { send(fd, $0.baseAddress! + offset, bytes.count - offset, 0) }
+            guard n > 0 else { throw TestError("send failed") }
+            offset += n
+        }
+        if halfClose { shutdown(fd, Int32(SHUT_WR)) }
+        var received: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if n <= 0 { break }
+            received.append(contentsOf: buffer[0..<n])
+            if !halfClose && received.count >= bytes.count { break }
+        }
+        return received
+    }
+}

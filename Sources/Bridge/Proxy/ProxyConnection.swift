@@ -5,7 +5,38 @@ import NIOCore
 import NIOPosix
 import TopicACL
 
-/// One proxied connection: a client channel, the broker channel opened for it on the same
+/// The client end of a proxied connection: a TCP channel for local clients, or a stream of
+/// the link for clients at a paired site. Everything is called on the connection's event loop.
+protocol ProxyClientSide: AnyObject {
+    var isWritable: Bool { get }
+    var allocator: ByteBufferAllocator { get }
+    func write(_ bytes: ByteBuffer)
+    func flush()
+    /// Resume delivering input (the other side can take more).
+    func read()
+    /// Close once what was written has gone out.
+    func closeAfterFlush()
+}
+
+/// A TCP client channel as the client side.
+final class ChannelClientSide: ProxyClientSide {
+    let context: ChannelHandlerContext
+    init(_ context: ChannelHandlerContext) { self.context = context }
+    var isWritable: Bool { context.channel.isWritable }
+    var allocator: ByteBufferAllocator { context.channel.allocator }
+    func write(_ bytes: ByteBuffer) { context.write(NIOAny(bytes), promise: nil) }
+    func flush() { context.flush() }
+    func read() { context.read() }
+    func closeAfterFlush() {
+        let channel = context.channel
+        context.writeAndFlush(NIOAny(channel.allocator.buffer(capacity: 0))).whenComplete { _ in channel.close(promise: nil) }
+    }
+}
+
+@available(*, unavailable)
+extension ChannelClientSide: Sendable {}
+
+/// One proxied connection: a client side, the broker channel opened for it on the same
 /// event loop, and the `ProxySession` deciding what crosses. Performs the session's actions.
 ///
 /// Backpressure follows SwiftNIO's GlueHandler: a side is read only while the other side is
@@ -15,7 +46,7 @@ final class ProxyConnection {
     private let environment: ProxyEnvironment
     private var session: ProxySession
     private let eventLoop: any EventLoop
-    private var client: ChannelHandlerContext?
+    private var client: (any ProxyClientSide)?
     private var broker: ChannelHandlerContext?
     /// Written to the broker before its channel became active (the CONNECT, and packets a
     /// client pipelines behind it).
@@ -39,9 +70,9 @@ final class ProxyConnection {
 
     // MARK: Client side
 
-    func clientActive(_ context: ChannelHandlerContext) {
-        client = context
-        if let remote = context.channel.remoteAddress { logger[metadataKey: "peer"] = "\(remote)" }
+    func clientActive(_ side: any ProxyClientSide, origin: String?) {
+        client = side
+        if let origin { logger[metadataKey: "peer"] = "\(origin)" }
         let loopBound = NIOLoopBound(self, eventLoop: eventLoop)
         let metrics = environment.metrics
         connectTimer = eventLoop.scheduleTask(in: environment.configuration.connectTimeout) {
@@ -107,12 +138,14 @@ final class ProxyConnection {
         return broker.channel.isWritable
     }
 
-    func clientRead(_ context: ChannelHandlerContext) {
-        if clientMayRead() { context.read() } else { clientReadPending = true }
+    /// The client side asks to read more: allowed now, or remembered until the broker side
+    /// can take more.
+    func clientWantsRead(_ proceed: () -> Void) {
+        if clientMayRead() { proceed() } else { clientReadPending = true }
     }
 
     func clientWritabilityChanged() {
-        if let client, client.channel.isWritable, brokerReadPending, let broker {
+        if let client, client.isWritable, brokerReadPending, let broker {
             brokerReadPending = false
             broker.read()
         }
@@ -165,7 +198,7 @@ final class ProxyConnection {
 
     func brokerMayRead() -> Bool {
         guard !closing, let client else { return false }
-        return client.channel.isWritable
+        return client.isWritable
     }
 
     func brokerRead(_ context: ChannelHandlerContext) {
@@ -221,16 +254,16 @@ final class ProxyConnection {
 
     private func writeToClient(_ bytes: ByteBuffer) {
         guard let client else { return }
-        client.write(NIOAny(bytes), promise: nil)
+        client.write(bytes)
         clientNeedsFlush = true
     }
 
     private func openUpstream() {
-        guard !upstreamRequested, let client else { return }
+        guard !upstreamRequested, client != nil else { return }
         upstreamRequested = true
         let configuration = environment.configuration
         let loopBound = NIOLoopBound(self, eventLoop: eventLoop)
-        let bootstrap = ClientBootstrap(group: client.eventLoop)
+        let bootstrap = ClientBootstrap(group: eventLoop)
             .channelOption(.tcpOption(.tcp_nodelay), value: 1)
             .channelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 128, maximum: 65536))
             .connectTimeout(configuration.connectTimeout)
@@ -271,9 +304,10 @@ final class ProxyConnection {
         connectTimer?.cancel()
         drainTimer?.cancel()
         queuedForBroker.removeAll()
-        for context in [client, broker].compactMap({ $0 }) {
-            let channel = context.channel
-            context.writeAndFlush(NIOAny(channel.allocator.buffer(capacity: 0))).whenComplete { _ in channel.close(promise: nil) }
+        client?.closeAfterFlush()
+        if let broker {
+            let channel = broker.channel
+            broker.writeAndFlush(NIOAny(channel.allocator.buffer(capacity: 0))).whenComplete { _ in channel.close(promise: nil) }
         }
     }
 
@@ -342,7 +376,7 @@ final class ClientSideHandler: ChannelDuplexHandler {
     init(connection: ProxyConnection) { self.connection = connection }
 
     func channelActive(context: ChannelHandlerContext) {
-        connection.clientActive(context)
+        connection.clientActive(ChannelClientSide(context), origin: context.channel.remoteAddress.map { "\($0)" })
         context.fireChannelActive()
     }
 
@@ -378,7 +412,7 @@ final class ClientSideHandler: ChannelDuplexHandler {
     }
 
     func read(context: ChannelHandlerContext) {
-        connection.clientRead(context)
+        connection.clientWantsRead { context.read() }
     }
 }
 

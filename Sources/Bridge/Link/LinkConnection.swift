@@ -1,0 +1,423 @@
+import CoreMetrics
+import Logging
+import MQTTCodec
+import NIOCore
+import NIOPosix
+import NIOSSL
+import NIOTLS
+import SwiftASN1
+import X509
+
+/// One TLS connection to a paired site, and the streams multiplexed on it.
+///
+/// Handshake → each side sends HELLO → the link is up when the other side's HELLO arrives and
+/// names the peer we verified. Only then are streams opened or accepted. A PING goes out every
+/// keepalive interval; a link that has been silent for three intervals is closed as dead.
+final class LinkConnection {
+    enum Role {
+        /// We dialled, expecting this peer.
+        case dialer(PeerConfiguration)
+        case acceptor
+    }
+
+    enum State {
+        case handshaking
+        case awaitingHello(PeerConfiguration)
+        case up(PeerConfiguration)
+        case closed
+    }
+
+    let node: LinkNode
+    let role: Role
+    private(set) var state = State.handshaking
+    private var context: ChannelHandlerContext?
+    private var streams: [UInt32: LinkStream] = [:]
+    private var nextStreamID: UInt32
+    private var lastReceived = NIODeadline.now()
+    private var keepalive: RepeatedTask?
+    private var handshakeTimer: Scheduled<Void>?
+    private var needsFlush = false
+    private var logger: Logger
+    /// Called once the link is up (dialer: to reset backoff) and once it has closed.
+    var onUp: (() -> Void)?
+    var onClosed: (() -> Void)?
+
+    init(node: LinkNode, role: Role) {
+        self.node = node
+        self.role = role
+        self.logger = node.logger
+        switch role {
+        case .dialer: nextStreamID = 1
+        case .acceptor: nextStreamID = 2
+        }
+    }
+
+    var peer: PeerConfiguration? {
+        if case .up(let peer) = state { return peer }
+        return nil
+    }
+
+    var isWritable: Bool { context?.channel.isWritable ?? false }
+
+    // MARK: Channel events
+
+    func active(_ context: ChannelHandlerContext) {
+        self.context = context
+        if let remote = context.channel.remoteAddress { logger[metadataKey: "remote"] = "\(remote)" }
+        let loopBound = NIOLoopBound(self, eventLoop: node.eventLoop)
+        handshakeTimer = node.eventLoop.scheduleTask(in: node.configuration.handshakeTimeout) {
+            let link = loopBound.value
+            if case .up = link.state { return }
+            link.logger.warning("link handshake did not finish in time", metadata: ["event": "link_refused", "reason": "timeout"])
+            link.node.metrics.refusedTLS.increment()
+            link.close()
+        }
+    }
+
+    func handshakeCompleted(_ context: ChannelHandlerContext) {
+        guard case .handshaking = state else { return }
+        // Which peer is this? The verifier already required a pinned key (or a CA-issued chain).
+        let certificate = (try? context.pipeline.syncOperations.handler(type: NIOSSLHandler.self))?.peerCertificate
+        guard let certificate, let fingerprint = try? SPKIFingerprint(of: certificate) else {
+            refuse(hello: false, "no peer certificate after the handshake")
+            return
+        }
+        let peer: PeerConfiguration?
+        switch (role, node.configuration.trust) {
+        case (.dialer(let expected), .pins):
+            peer = expected.fingerprint == fingerprint ? expected : nil
+        case (.acceptor, .pins):
+            peer = node.peer(with: fingerprint)
+        case (.dialer(let expected), .certificateAuthority):
+            peer = Self.commonName(of: certificate) == expected.name ? expected : nil
+        case (.acceptor, .certificateAuthority):
+            peer = Self.commonName(of: certificate).flatMap { node.peer(named: $0) }
+        }
+        guard let peer else {
+            refuse(hello: false, "certificate \(fingerprint) is not a configured peer")
+            return
+        }
+        logger[metadataKey: "peer"] = "\(peer.name)"
+        state = .awaitingHello(peer)
+        write(LinkHello(name: node.identity.name, fingerprint: node.identity.fingerprint).frame)
+        flush()
+    }
+
+    static func commonName(of certificate: NIOSSLCertificate) -> String? {
+        guard let der = try? certificate.toDERBytes(), let parsed = try? Certificate(derEncoded: der) else { return nil }
+        for attribute in parsed.subject.flatMap({ $0 }) where attribute.type == .RDNAttributeType.commonName {
+            let text = attribute.description
+            if let equals = text.firstIndex(of: "=") { return String(text[text.index(after: equals)...]) }
+        }
+        return nil
+    }
+
+    func frame(_ frame: LinkFrame) {
+        lastReceived = .now()
+        node.metrics.bytesFromPeer.increment(by: Int64(LinkFrame.headerSize + frame.payload.readableBytes))
+        if case .handshaking = state, let context {
+            // Decrypted data can only follow a finished handshake; if it overtook the
+            // handshake-completed event, take the handshake as completed now.
+            handshakeCompleted(context)
+        }
+        switch state {
+        case .handshaking, .closed:
+            return
+        case .awaitingHello(let peer):
+            guard frame.kind == .hello else {
+                refuse(hello: true, "expected HELLO, got \(frame.kind)")
+                return
+            }
+            hello(frame, peer: peer)
+        case .up(let peer):
+            streamFrame(frame, peer: peer)
+        }
+    }
+
+    private func hello(_ frame: LinkFrame, peer: PeerConfiguration) {
+        let hello: LinkHello
+        do {
+            hello = try LinkHello(parsing: frame.payload)
+        } catch {
+            refuse(hello: true, error.description)
+            return
+        }
+        guard hello.version == LinkHello.currentVersion else {
+            goAway("link protocol version \(hello.version) is not supported (this site speaks \(LinkHello.currentVersion))")
+            refuse(hello: true, "peer speaks link protocol version \(hello.version)")
+            return
+        }
+        guard hello.name == peer.name else {
+            refuse(hello: true, "peer says it is \"\(hello.name)\" but its key belongs to \"\(peer.name)\"")
+            return
+        }
+        if case .pins = node.configuration.trust, let pinned = peer.fingerprint, hello.fingerprint != pinned {
+            refuse(hello: true, "HELLO fingerprint \(hello.fingerprint) differs from the pinned \(pinned)")
+            return
+        }
+        handshakeTimer?.cancel()
+        state = .up(peer)
+        node.registry.value.add(self, peer: peer.name)
+        node.metrics.linksUp.increment()
+        node.metrics.linkUps.increment()
+        logger.notice("link up", metadata: ["event": "link_up", "tls": "TLSv1.3", "peer_fingerprint": "\(hello.fingerprint)"])
+        let loopBound = NIOLoopBound(self, eventLoop: node.eventLoop)
+        let interval = node.configuration.keepalive
+        keepalive = node.eventLoop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { _ in
+            let link = loopBound.value
+            if NIODeadline.now() - link.lastReceived > interval * 3 {
+                link.node.metrics.deadLinks.increment()
+                link.logger.warning("link silent for \(interval.nanoseconds * 3 / 1_000_000) ms: closing it as dead", metadata: ["event": "link_dead"])
+                link.close()
+                return
+            }
+            link.write(LinkFrame(.ping))
+            link.flush()
+        }
+        onUp?()
+    }
+
+    private func streamFrame(_ frame: LinkFrame, peer: PeerConfiguration) {
+        switch frame.kind {
+        case .hello:
+            refuse(hello: true, "a second HELLO")
+        case .ping:
+            write(LinkFrame(.pong, payload: frame.payload))
+            needsFlush = true
+        case .pong:
+            break
+        case .goAway:
+            logger.notice("peer closed the link: \(String(buffer: frame.payload))", metadata: ["event": "link_goaway"])
+            close()
+        case .open:
+            acceptStream(frame, peer: peer)
+        case .openOK, .openRefused, .data, .window, .reset:
+            guard let stream = streams[frame.stream] else {
+                // Frames racing a RESET are dropped; DATA for an unknown stream is refused.
+                if frame.kind == .data { write(LinkFrame(.reset, stream: frame.stream, payload: ByteBuffer(string: "unknown stream"))) }
+                return
+            }
+            stream.frame(frame)
+        }
+    }
+
+    func readComplete() { flushIfNeeded() }
+
+    func writabilityChanged() {
+        guard isWritable else { return }
+        for stream in streams.values { stream.linkWritable() }
+    }
+
+    func error(_ error: any Error) {
+        if case .handshaking = state {
+            node.metrics.refusedTLS.increment()
+            logger.warning("link TLS handshake refused: \(error)", metadata: ["event": "link_refused", "reason": "tls"])
+        } else if !(error is NIOSSLError && isClosed) {
+            logger.warning("link error: \(error)", metadata: ["event": "link_error"])
+        }
+        close()
+    }
+
+    private var isClosed: Bool { if case .closed = state { true } else { false } }
+
+    func inactive() {
+        let wasUp = peer
+        state = .closed
+        context = nil
+        keepalive?.cancel()
+        handshakeTimer?.cancel()
+        for stream in streams.values { stream.abort(reason: "link closed") }
+        streams.removeAll()
+        if let wasUp {
+            node.registry.value.remove(self, peer: wasUp.name)
+            node.metrics.linksUp.decrement()
+            logger.notice("link down", metadata: ["event": "link_down"])
+        }
+        onClosed?()
+        onClosed = nil
+    }
+
+    private func refuse(hello: Bool, _ reason: String) {
+        if hello { node.metrics.refusedHello.increment() } else { node.metrics.refusedTLS.increment() }
+        logger.warning("link refused: \(reason)", metadata: ["event": "link_refused", "reason": "\(hello ? "hello" : "identity")"])
+        close()
+    }
+
+    func goAway(_ reason: String) {
+        write(LinkFrame(.goAway, payload: ByteBuffer(string: reason)))
+        flush()
+    }
+
+    func close() {
+        guard let context else { return }
+        context.close(promise: nil)
+    }
+
+    // MARK: Writing
+
+    func write(_ frame: LinkFrame) {
+        guard let context else { return }
+        var buffer = context.channel.allocator.buffer(capacity: LinkFrame.headerSize + frame.payload.readableBytes)
+        frame.write(to: &buffer)
+        node.metrics.bytesToPeer.increment(by: Int64(buffer.readableBytes))
+        context.write(NIOAny(buffer), promise: nil)
+        needsFlush = true
+    }
+
+    func flush() {
+        needsFlush = false
+        context?.flush()
+    }
+
+    func flushIfNeeded() { if needsFlush { flush() } }
+
+    // MARK: Streams
+
+    /// Opens a stream to `service` on the peer; `endpoint` is the local end.
+    func openStream(service: String, origin: String, endpoint: any LinkStreamEndpoint) -> LinkStream {
+        let id = nextStreamID
+        nextStreamID &+= 2
+        let stream = LinkStream(id: id, link: self, window: node.configuration.streamWindow, opened: false)
+        stream.endpoint = endpoint
+        streams[id] = stream
+        var payload = ByteBuffer()
+        payload.writeShortString(service)
+        payload.writeShortString(origin)
+        write(LinkFrame(.open, stream: id, payload: payload))
+        flush()
+        node.metrics.streamsOpened.increment()
+        return stream
+    }
+
+    private func acceptStream(_ frame: LinkFrame, peer: PeerConfiguration) {
+        let id = frame.stream
+        let peerParity: UInt32 = { if case .dialer = role { 0 } else { 1 } }()
+        var payload = frame.payload
+        guard id % 2 == peerParity, streams[id] == nil, let serviceName = payload.readShortString(), let origin = payload.readShortString() else {
+            refuse(hello: true, "malformed OPEN for stream \(id)")
+            return
+        }
+        // Only services this site lists for this peer: the peer never chooses a host:port.
+        guard let service = node.configuration.services.first(where: { $0.name == serviceName }), service.peers.contains(peer.name) else {
+            node.metrics.streamsRefused.increment()
+            logger.warning("refused stream to service \"\(serviceName)\": not offered to \(peer.name)", metadata: ["event": "stream_refused", "service": "\(serviceName)", "origin": "\(origin)"])
+            write(LinkFrame(.openRefused, stream: id, payload: ByteBuffer(string: "\u{01}no such service")))
+            return
+        }
+        let stream = LinkStream(id: id, link: self, window: node.configuration.streamWindow, opened: true)
+        streams[id] = stream
+        node.metrics.streamsOpened.increment()
+        var streamLoggerSetup = logger
+        streamLoggerSetup[metadataKey: "service"] = "\(service.name)"
+        streamLoggerSetup[metadataKey: "origin"] = "\(origin)"
+        let streamLogger = streamLoggerSetup
+        switch service.kind {
+        case .mqtt:
+            guard let aclStore = node.aclStore else {
+                refuseStream(stream, "this site has no ACL for MQTT services")
+                return
+            }
+            var configuration = node.proxyTemplate
+            configuration.name = "link:\(service.name)"
+            configuration.broker = service.target
+            let environment = ProxyEnvironment(configuration: configuration, aclStore: aclStore, metrics: node.proxyMetrics, logger: streamLogger, registry: ConnectionRegistry())
+            let endpoint = MQTTStreamEndpoint(stream: stream, environment: environment, origin: "\(peer.name)/\(origin)")
+            stream.endpoint = endpoint
+            write(LinkFrame(.openOK, stream: id))
+            flush()
+        case .tcp:
+            let loopBound = NIOLoopBound(self, eventLoop: node.eventLoop)
+            let streamBound = NIOLoopBound(stream, eventLoop: node.eventLoop)
+            ClientBootstrap(group: node.eventLoop)
+                .channelOption(.tcpOption(.tcp_nodelay), value: 1)
+                .channelOption(.allowRemoteHalfClosure, value: true)
+                .connectTimeout(.seconds(10))
+                .channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(TCPStreamEndpoint(stream: streamBound.value))
+                    }
+                }
+                .connect(host: service.target.host, port: service.target.port)
+                .whenComplete { result in
+                    let link = loopBound.value
+                    let stream = streamBound.value
+                    switch result {
+                    case .success:
+                        link.write(LinkFrame(.openOK, stream: id))
+                        link.flush()
+                        stream.endpoint?.opened()
+                    case .failure(let error):
+                        streamLogger.warning("service target \(service.target) unreachable: \(error)", metadata: ["event": "stream_target_failed"])
+                        link.refuseStream(stream, "\u{02}target unreachable")
+                    }
+                }
+        }
+    }
+
+    private func refuseStream(_ stream: LinkStream, _ reason: String) {
+        node.metrics.streamsRefused.increment()
+        write(LinkFrame(.openRefused, stream: stream.id, payload: ByteBuffer(string: reason)))
+        flush()
+        streams[stream.id] = nil
+    }
+
+    func streamFinished(_ stream: LinkStream) {
+        streams[stream.id] = nil
+    }
+
+    /// Graceful stop: tell the peer, then close.
+    func shutdown() {
+        goAway("site shutting down")
+        close()
+    }
+}
+
+@available(*, unavailable)
+extension LinkConnection: Sendable {}
+
+/// The link channel's last handler: frames in, events to the `LinkConnection`.
+final class LinkHandler: ChannelInboundHandler {
+    typealias InboundIn = LinkFrame
+    typealias OutboundOut = ByteBuffer
+
+    let link: LinkConnection
+    init(link: LinkConnection) { self.link = link }
+
+    func channelActive(context: ChannelHandlerContext) {
+        link.active(context)
+        context.fireChannelActive()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if case TLSUserEvent.handshakeCompleted = event as? TLSUserEvent ?? .shutdownCompleted {
+            link.handshakeCompleted(context)
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        link.frame(unwrapInboundIn(data))
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        link.readComplete()
+        context.fireChannelReadComplete()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        link.writabilityChanged()
+        context.fireChannelWritabilityChanged()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        link.error(error)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        link.inactive()
+        context.fireChannelInactive()
+    }
+}
+
+@available(*, unavailable)
+extension LinkHandler: Sendable {}

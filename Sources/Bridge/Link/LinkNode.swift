@@ -1,0 +1,85 @@
+public import CoreMetrics
+public import Logging
+public import NIOCore
+
+/// Counters for the link (names are part of the exported surface; no topic or address labels).
+public final class LinkMetrics: Sendable {
+    public let linksUp: Meter
+    public let linkUps: Counter
+    public let refusedTLS: Counter
+    public let refusedHello: Counter
+    public let deadLinks: Counter
+    public let reconnects: Counter
+    public let streamsOpened: Counter
+    public let streamsRefused: Counter
+    public let bytesToPeer: Counter
+    public let bytesFromPeer: Counter
+
+    public init(factory: any MetricsFactory) {
+        linksUp = Meter(label: "mqbridge_links_up", factory: factory)
+        linkUps = Counter(label: "mqbridge_link_established_total", factory: factory)
+        refusedTLS = Counter(label: "mqbridge_link_refused_total", dimensions: [("reason", "tls")], factory: factory)
+        refusedHello = Counter(label: "mqbridge_link_refused_total", dimensions: [("reason", "hello")], factory: factory)
+        deadLinks = Counter(label: "mqbridge_link_dead_total", factory: factory)
+        reconnects = Counter(label: "mqbridge_link_reconnects_total", factory: factory)
+        streamsOpened = Counter(label: "mqbridge_link_streams_total", factory: factory)
+        streamsRefused = Counter(label: "mqbridge_link_streams_refused_total", factory: factory)
+        bytesToPeer = Counter(label: "mqbridge_link_bytes_total", dimensions: [("direction", "to_peer")], factory: factory)
+        bytesFromPeer = Counter(label: "mqbridge_link_bytes_total", dimensions: [("direction", "from_peer")], factory: factory)
+    }
+}
+
+/// What every link, stream and remote listener of a site shares. All link work runs on one
+/// event loop, so a link, its streams and their local connections never cross threads.
+public final class LinkNode: Sendable {
+    public let configuration: LinkConfiguration
+    public let tls: LinkTLS
+    public let eventLoop: any EventLoop
+    public let logger: Logger
+    public let metrics: LinkMetrics
+    /// For `mqtt` services: the ACL and the proxy settings of the in-process proxy.
+    let aclStore: ACLStore?
+    let proxyMetrics: BridgeMetrics
+    let proxyTemplate: ProxyConfiguration
+    let registry: NIOLoopBoundBox<LinkRegistry>
+
+    public init(configuration: LinkConfiguration, identity: SiteIdentity, eventLoop: any EventLoop, logger: Logger, metrics: LinkMetrics,
+                aclStore: ACLStore?, proxyMetrics: BridgeMetrics, proxyTemplate: ProxyConfiguration? = nil) throws {
+        self.configuration = configuration
+        self.tls = try LinkTLS(identity: identity, trust: configuration.trust)
+        self.eventLoop = eventLoop
+        self.logger = logger
+        self.metrics = metrics
+        self.aclStore = aclStore
+        self.proxyMetrics = proxyMetrics
+        self.proxyTemplate = proxyTemplate ?? ProxyConfiguration(name: "link", listen: HostPort(host: "link", port: 0), broker: HostPort(host: "", port: 0))
+        // Created off the loop, used only on it.
+        self.registry = NIOLoopBoundBox.makeBoxSendingValue(LinkRegistry(), eventLoop: eventLoop)
+    }
+
+    public var identity: SiteIdentity { tls.identity }
+
+    func peer(named name: String) -> PeerConfiguration? { configuration.peers.first { $0.name == name } }
+
+    func peer(with fingerprint: SPKIFingerprint) -> PeerConfiguration? { configuration.peers.first { $0.fingerprint == fingerprint } }
+
+    var pinnedFingerprints: Set<SPKIFingerprint> { Set(configuration.peers.compactMap(\.fingerprint)) }
+}
+
+/// The links that are up, by peer name. Touched only on the node's event loop.
+final class LinkRegistry {
+    private var links: [String: [LinkConnection]] = [:]
+
+    func add(_ link: LinkConnection, peer: String) { links[peer, default: []].append(link) }
+
+    func remove(_ link: LinkConnection, peer: String) {
+        links[peer]?.removeAll { $0 === link }
+    }
+
+    func link(to peer: String) -> LinkConnection? { links[peer]?.first }
+
+    var all: [LinkConnection] { links.values.flatMap { $0 } }
+}
+
+@available(*, unavailable)
+extension LinkRegistry: Sendable {}

@@ -1,0 +1,367 @@
+import CoreMetrics
+import Logging
+import MQTTCodec
+import NIOCore
+
+/// The local end of a stream: a TCP connection (passthrough, or a local MQTT client going to
+/// a peer), or the in-process MQTT proxy serving a peer's client.
+protocol LinkStreamEndpoint: AnyObject {
+    /// The peer accepted the stream (OPEN_OK): start reading.
+    func opened()
+    /// Bytes from the peer; `fin` when the peer will send no more.
+    func deliver(_ bytes: ByteBuffer, fin: Bool)
+    /// There is send window again (or the link became writable): read more if waiting.
+    func resumeReading()
+    /// The stream is gone (RESET, refused, link closed).
+    func abort(reason: String)
+}
+
+/// One multiplexed stream: credit-based flow control in both directions.
+///
+/// Sending: at most `sendWindow` bytes beyond what the peer has credited (a read already
+/// taken from the socket may overshoot by one buffer); the local source is read only while
+/// the window is open and the link writable. Receiving: bytes are credited back with WINDOW
+/// only once the local end has consumed them (written to its socket, or processed by the
+/// proxy), so a slow consumer at either end stops the producer without unbounded buffering.
+final class LinkStream {
+    let id: UInt32
+    unowned let link: LinkConnection
+    let window: Int
+    var endpoint: (any LinkStreamEndpoint)?
+    private(set) var isOpen: Bool
+    private(set) var sendWindow: Int
+    private var consumedSinceCredit = 0
+    private var receivedNotConsumed = 0
+    private(set) var sentFIN = false
+    private(set) var receivedFIN = false
+    private var finished = false
+
+    init(id: UInt32, link: LinkConnection, window: Int, opened: Bool) {
+        self.id = id
+        self.link = link
+        self.window = window
+        self.sendWindow = window
+        self.isOpen = opened
+    }
+
+    /// Whether the local source may be read now.
+    var mayRead: Bool { isOpen && !finished && sendWindow > 0 && link.isWritable && !sentFIN }
+
+    func frame(_ frame: LinkFrame) {
+        switch frame.kind {
+        case .openOK:
+            guard !isOpen else { return }
+            isOpen = true
+            endpoint?.opened()
+        case .openRefused:
+            var payload = frame.payload
+            let code = payload.readInteger(as: UInt8.self) ?? 0
+            abort(reason: code == 2 ? "the peer cannot reach the service target" : "the peer does not offer this service to us")
+        case .data:
+            receivedNotConsumed += frame.payload.readableBytes
+            // A peer that ignores our window (beyond one read of slack) is broken.
+            if receivedNotConsumed > window * 2 + (64 << 10) {
+                reset("flow-control window exceeded")
+                return
+            }
+            if frame.isFIN { receivedFIN = true }
+            endpoint?.deliver(frame.payload, fin: frame.isFIN)
+            finishIfDone()
+        case .window:
+            var payload = frame.payload
+            guard let increment = payload.readInteger(as: UInt32.self) else { return }
+            let wasClosed = sendWindow <= 0
+            sendWindow += Int(increment)
+            if wasClosed && sendWindow > 0 { endpoint?.resumeReading() }
+        case .reset:
+            abort(reason: "reset by the peer: \(String(buffer: frame.payload))")
+        default:
+            break
+        }
+    }
+
+    /// Sends local bytes to the peer, in frames of at most 32 KiB.
+    func send(_ bytes: ByteBuffer) {
+        guard !finished, !sentFIN else { return }
+        var bytes = bytes
+        while bytes.readableBytes > 0 {
+            let piece = bytes.readSlice(length: min(bytes.readableBytes, LinkFrame.maximumDataPayload))!
+            sendWindow -= piece.readableBytes
+            link.write(LinkFrame(.data, stream: id, payload: piece))
+        }
+    }
+
+    /// The local source ended: tell the peer no more bytes follow.
+    func sendFIN() {
+        guard !finished, !sentFIN else { return }
+        sentFIN = true
+        link.write(LinkFrame(.data, flags: LinkFrame.finFlag, stream: id))
+        link.flush()
+        finishIfDone()
+    }
+
+    /// The local end consumed `count` delivered bytes: credit the peer (in batches).
+    func consumed(_ count: Int) {
+        guard !finished else { return }
+        receivedNotConsumed -= count
+        consumedSinceCredit += count
+        if consumedSinceCredit >= window / 2 {
+            var payload = ByteBuffer()
+            payload.writeInteger(UInt32(consumedSinceCredit))
+            consumedSinceCredit = 0
+            link.write(LinkFrame(.window, stream: id, payload: payload))
+            link.flush()
+        }
+    }
+
+    func linkWritable() {
+        if mayRead { endpoint?.resumeReading() }
+    }
+
+    /// The local end closed before both directions finished: abandon the stream.
+    func localClosed() {
+        guard !finished else { return }
+        if !(sentFIN && receivedFIN) { reset("closed") }
+    }
+
+    func reset(_ reason: String) {
+        guard !finished else { return }
+        link.write(LinkFrame(.reset, stream: id, payload: ByteBuffer(string: reason)))
+        link.flush()
+        abort(reason: reason)
+    }
+
+    func abort(reason: String) {
+        guard !finished else { return }
+        finished = true
+        let endpoint = self.endpoint
+        self.endpoint = nil
+        endpoint?.abort(reason: reason)
+        link.streamFinished(self)
+    }
+
+    private func finishIfDone() {
+        if sentFIN && receivedFIN && !finished {
+            finished = true
+            endpoint = nil
+            link.streamFinished(self)
+        }
+    }
+}
+
+@available(*, unavailable)
+extension LinkStream: Sendable {}
+
+/// A local TCP connection spliced to a stream (both the side that accepted a local client and
+/// the side that connected to a service target). Half-close is carried as FIN both ways.
+final class TCPStreamEndpoint: ChannelDuplexHandler, LinkStreamEndpoint {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    private(set) var stream: LinkStream?
+    private var context: ChannelHandlerContext?
+    private var readPending = false
+    private var lastWrite: EventLoopFuture<Void>?
+    /// Local bytes (and EOF) read before the peer accepted the stream. Reads are held until
+    /// then, but an EOF notification makes NIO drain the socket anyway, so some may arrive.
+    private var heldForPeer: [ByteBuffer] = []
+    private var heldFIN = false
+    /// Peer bytes that arrived before our socket finished connecting.
+    private var heldForSocket: [(ByteBuffer, Bool)] = []
+    private var socketActive = false
+
+    init(stream: LinkStream?) { self.stream = stream }
+
+    /// For the accepting side: the stream is opened after the local connection arrives.
+    func attach(_ stream: LinkStream) {
+        self.stream = stream
+        stream.endpoint = self
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        socketActive = context.channel.isActive
+        stream?.endpoint = self
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        socketActive = true
+        for (bytes, fin) in heldForSocket { deliver(bytes, fin: fin) }
+        heldForSocket.removeAll()
+        context.fireChannelActive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard let stream else { return }
+        if stream.isOpen { stream.send(unwrapInboundIn(data)) } else { heldForPeer.append(unwrapInboundIn(data)) }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        stream?.link.flushIfNeeded()
+        context.fireChannelReadComplete()
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if let stream, stream.mayRead { context.read() } else { readPending = true }
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if case ChannelEvent.inputClosed = event as? ChannelEvent ?? .outputClosed {
+            guard let stream, stream.isOpen else {
+                heldFIN = true
+                return
+            }
+            stream.sendFIN()
+            if stream.receivedFIN { context.close(promise: nil) }
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        self.context = nil
+        stream?.localClosed()
+        stream = nil
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
+    }
+
+    // MARK: LinkStreamEndpoint
+
+    func opened() {
+        if let stream {
+            for bytes in heldForPeer { stream.send(bytes) }
+            heldForPeer.removeAll()
+            if heldFIN {
+                stream.sendFIN()
+                if stream.receivedFIN { context?.close(promise: nil) }
+            }
+            stream.link.flushIfNeeded()
+        }
+        resumeReading()
+    }
+
+    func deliver(_ bytes: ByteBuffer, fin: Bool) {
+        guard socketActive else {
+            heldForSocket.append((bytes, fin))
+            return
+        }
+        guard let context else { return }
+        let count = bytes.readableBytes
+        if count > 0 {
+            let write = context.writeAndFlush(NIOAny(bytes))
+            let streamBound = NIOLoopBound(self, eventLoop: context.eventLoop)
+            write.whenSuccess { streamBound.value.stream?.consumed(count) }
+            lastWrite = write
+        }
+        if fin {
+            // Half-close our output once everything before the FIN has been written.
+            let channel = context.channel
+            let sentFIN = stream?.sentFIN ?? true
+            (lastWrite ?? context.eventLoop.makeSucceededVoidFuture()).whenComplete { _ in
+                if sentFIN { channel.close(promise: nil) } else { channel.close(mode: .output, promise: nil) }
+            }
+        }
+    }
+
+    func resumeReading() {
+        guard readPending, let context, let stream, stream.mayRead, !heldFIN else { return }
+        readPending = false
+        context.read()
+    }
+
+    func abort(reason: String) {
+        stream = nil
+        context?.close(promise: nil)
+    }
+}
+
+@available(*, unavailable)
+extension TCPStreamEndpoint: Sendable {}
+
+/// A peer's MQTT client served by this site's MQTT-aware proxy: the stream is the proxy's
+/// client side, so the same `ProxySession` (ACL, narrowing, aliases) decides, here, at the
+/// site that owns the broker.
+final class MQTTStreamEndpoint: LinkStreamEndpoint, ProxyClientSide {
+    private weak var stream: LinkStream?
+    private let connection: ProxyConnection
+    private var decoder: MQTTFrameDecoder
+    private var inbound = ByteBuffer()
+    private var processing = false
+    private var closed = false
+
+    init(stream: LinkStream, environment: ProxyEnvironment, origin: String) {
+        self.stream = stream
+        self.connection = ProxyConnection(environment: environment, eventLoop: stream.link.node.eventLoop)
+        self.decoder = MQTTFrameDecoder(configuration: .server(maximumPacketSize: environment.configuration.maximumPacketSize,
+                                                               maximumConnectPacketSize: environment.configuration.maximumConnectPacketSize))
+        environment.metrics.connectionsTotal.increment()
+        connection.clientActive(self, origin: origin)
+    }
+
+    // MARK: LinkStreamEndpoint
+
+    func opened() {}
+
+    func deliver(_ bytes: ByteBuffer, fin: Bool) {
+        var bytes = bytes
+        inbound.writeBuffer(&bytes)
+        process()
+        if fin && !closed {
+            closed = true
+            connection.clientInactive()
+        }
+    }
+
+    /// Frames and hands over what the proxy can take now; the rest waits (and is not credited).
+    private func process() {
+        guard !processing else { return }
+        processing = true
+        defer { processing = false }
+        while !closed {
+            var allowed = false
+            connection.clientWantsRead { allowed = true }
+            // Not now: the proxy remembers and calls read() when the broker side can take more.
+            guard allowed else { break }
+            let before = inbound.readableBytes
+            do {
+                guard let frame = try decoder.nextFrame(from: &inbound) else { break }
+                stream?.consumed(before - inbound.readableBytes)
+                connection.clientFrame(frame)
+            } catch {
+                connection.clientError(error)
+                break
+            }
+        }
+        inbound.discardReadBytes()
+        connection.clientReadComplete()
+    }
+
+    func resumeReading() { connection.clientWritabilityChanged() }
+
+    func abort(reason: String) {
+        guard !closed else { return }
+        closed = true
+        connection.clientInactive()
+    }
+
+    // MARK: ProxyClientSide
+
+    var isWritable: Bool { (stream?.sendWindow ?? 0) > 0 && (stream?.link.isWritable ?? false) }
+    var allocator: ByteBufferAllocator { ByteBufferAllocator() }
+    func write(_ bytes: ByteBuffer) { stream?.send(bytes) }
+    func flush() { stream?.link.flushIfNeeded() }
+    func read() { process() }
+    func closeAfterFlush() {
+        closed = true
+        stream?.sendFIN()
+        stream?.link.flushIfNeeded()
+    }
+}
+
+@available(*, unavailable)
+extension MQTTStreamEndpoint: Sendable {}
