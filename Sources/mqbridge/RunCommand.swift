@@ -106,15 +106,23 @@ struct CheckCommand: ParsableCommand {
 
     func run() throws {
         let configuration = try options.load()
-        let acl = try loadACL(path: configuration.aclPath)
-        let file = acl.file
-        var users = Set<String>()
-        for rule in file.rules { if case .user(let name) = rule.scope { users.insert(name) } }
         print("configuration \(configuration.source ?? "(command line)"): OK")
-        print("  acl: \(configuration.aclPath) — \(file.rules.count) rules, \(users.count) users, \(file.patterns.count) patterns, \(file.warnings.count) warnings")
+        if let aclPath = configuration.aclPath {
+            let file = try loadACL(path: aclPath).file
+            var users = Set<String>()
+            for rule in file.rules { if case .user(let name) = rule.scope { users.insert(name) } }
+            print("  acl: \(aclPath) — \(file.rules.count) rules, \(users.count) users, \(file.patterns.count) patterns, \(file.warnings.count) warnings")
+        }
         for proxy in configuration.proxies {
             print("  proxy \"\(proxy.name)\": listen \(proxy.listen) → broker \(proxy.broker); connect timeout \(proxy.connectTimeout.nanoseconds / 1_000_000) ms, "
                   + "max packet \(proxy.maximumPacketSize) B, max connections \(proxy.maximumConnections), anonymous \(proxy.allowAnonymous ? "allowed" : "refused")")
+        }
+        if let link = configuration.link, let identity = try? SiteIdentity.load(from: link.identityDirectory) {
+            print("  identity: \(identity.name) \(identity.fingerprint)")
+            print("  link: \(link.listen.map { "listen \($0)" } ?? "no listener"), trust \(link.trust == .pins ? "pinned keys" : "CA")")
+            for peer in link.peers { print("  peer \"\(peer.name)\": \(peer.fingerprint.map { "\($0)" } ?? "CA-issued")\(peer.connect.map { ", dial \($0)" } ?? "")") }
+            for service in link.services { print("  service \"\(service.name)\" (\(service.kind.rawValue)) → \(service.target) for \(service.peers.sorted().joined(separator: ", "))") }
+            for remote in link.remotes { print("  remote \(remote.listen) → \(remote.peer)/\(remote.service)") }
         }
         print("  metrics: \(configuration.metrics.map { "http://\($0)/metrics" } ?? "off")")
         print("  log level: \(configuration.logLevel)")

@@ -9,8 +9,9 @@ public final class BridgeProcess: @unchecked Sendable {
     public private(set) var port: Int = 0
     public private(set) var metricsPort: Int?
 
-    /// Starts `mqbridge <arguments>` and waits until it logs that it is listening.
-    public init(_ arguments: [String], expectMetrics: Bool = false, timeout: Double = 15) throws {
+    /// Starts `mqbridge <arguments>` and waits until it logs that it is listening (or, with
+    /// `readyEvents`, until each of those events has been logged).
+    public init(_ arguments: [String], expectMetrics: Bool = false, readyEvents: [String] = ["listening"], timeout: Double = 15) throws {
         TestEnvironment.raiseFileLimit()
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("mqbridge-run-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
@@ -21,7 +22,8 @@ public final class BridgeProcess: @unchecked Sendable {
                 if line["event"] == "listening", port == 0, let address = line["address"], let p = Int(address.split(separator: ":").last ?? "") { port = p }
                 if line["event"] == "metrics_listening", let address = line["address"], let p = Int(address.split(separator: ":").last ?? "") { metricsPort = p }
             }
-            if port != 0 && (!expectMetrics || metricsPort != nil) { return }
+            let events = Set(logLines.compactMap { $0["event"] })
+            if readyEvents.allSatisfy(events.contains) && (!expectMetrics || metricsPort != nil) { return }
             if process.hasExited { throw TestError("mqbridge exited early: \(process.log)") }
             usleep(20_000)
         }
@@ -37,6 +39,24 @@ public final class BridgeProcess: @unchecked Sendable {
     }
 
     public func lines(event: String) -> [[String: String]] { logLines.filter { $0["event"] == event } }
+
+    /// The port in the `address` of the first `event` line whose fields match `matching`.
+    public func port(event: String, matching: [String: String] = [:]) -> Int? {
+        for line in lines(event: event) where matching.allSatisfy({ line[$0.key] == $0.value }) {
+            if let address = line["address"], let port = Int(address.split(separator: ":").last ?? "") { return port }
+        }
+        return nil
+    }
+
+    /// Waits until a line with `event` (and matching fields) is logged.
+    public func waitFor(event: String, matching: [String: String] = [:], timeout: Double = 15) throws {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if lines(event: event).contains(where: { line in matching.allSatisfy { line[$0.key] == $0.value } }) { return }
+            usleep(20_000)
+        }
+        throw TestError("no \(event) \(matching) within \(timeout)s: \(process.log.suffix(3000))")
+    }
 
     /// GET /metrics, as text.
     public func scrapeMetrics() throws -> String {

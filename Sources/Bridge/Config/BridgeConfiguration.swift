@@ -12,31 +12,45 @@ import Yams
 /// - `acl` (path, required): the mosquitto-format acl_file, relative to this file.
 /// - `allow_anonymous` (bool, optional, default true): refuse clients without a username if false.
 /// - `threads` (integer, optional, default: the number of CPU cores): event loop threads.
-/// - `proxies` (list, required): one entry per listener, each with `listen` and `broker`
+/// - `proxies` (list, optional): one entry per listener, each with `listen` and `broker`
 ///   (host:port, required), `name`, `connect_timeout` (default 10s), `max_packet_size`
 ///   (default 1048576), `max_connect_packet_size` (default 131072), `max_connections`
 ///   (default 10000), `drain_timeout` (default 5s).
+/// - `identity` (path): this site's key and certificate (`mqbridge identity init`); needed
+///   for `link`, `peers`, `services` and `remote`. Peers written by `mqbridge pair` are kept
+///   in `peers.yaml` beside them and added to `peers`.
+/// - `link` (mapping, optional): `listen` (host:port), `trust` (`pins`, default, or `ca`),
+///   `ca_file` (path, with trust ca), `keepalive` (duration, default 2s).
+/// - `peers` (list): `name`, `fingerprint` (`SHA256:…`, required with pins), `connect` (host:port, optional).
+/// - `services` (list): what peers may reach here: `name`, `kind` (`mqtt` or `tcp`), `target`
+///   (host:port), `peers` (list of peer names allowed; required).
+/// - `remote` (list): local listeners to a peer's service: `listen`, `peer`, `service`.
 public struct BridgeConfiguration: Sendable {
     /// The file it was read from, if any.
     public var source: String?
     public var logLevel: Logger.Level
     public var metrics: HostPort?
     /// Absolute or relative to the working directory (already resolved against the file).
-    public var aclPath: String
+    /// Required when there are proxies or `mqtt` services.
+    public var aclPath: String?
     public var proxies: [ProxyConfiguration]
     /// Event loop threads; nil means one per CPU core.
     public var threads: Int?
+    /// The link to paired sites, if configured.
+    public var link: LinkConfiguration?
 
-    public init(source: String? = nil, logLevel: Logger.Level = .info, metrics: HostPort? = nil, aclPath: String, proxies: [ProxyConfiguration], threads: Int? = nil) {
+    public init(source: String? = nil, logLevel: Logger.Level = .info, metrics: HostPort? = nil, aclPath: String?, proxies: [ProxyConfiguration],
+                threads: Int? = nil, link: LinkConfiguration? = nil) {
         self.source = source
         self.logLevel = logLevel
         self.metrics = metrics
         self.aclPath = aclPath
         self.proxies = proxies
         self.threads = threads
+        self.link = link
     }
 
-    static let topLevelKeys = ["log_level", "metrics", "acl", "allow_anonymous", "threads", "proxies"]
+    static let topLevelKeys = ["log_level", "metrics", "acl", "allow_anonymous", "threads", "proxies", "identity", "link", "peers", "services", "remote"]
     static let proxyKeys = ["name", "listen", "broker", "connect_timeout", "max_packet_size", "max_connect_packet_size", "max_connections", "drain_timeout"]
 
     /// Parses the YAML text of `file`. Paths in it are resolved against the file's directory.
@@ -62,6 +76,7 @@ public struct BridgeConfiguration: Sendable {
         var allowAnonymous = true
         var threads: Int?
         var proxies: [ProxyConfiguration] = []
+        var link: LinkConfiguration?
         if let top = reader.mapping(root, at: "", known: Self.topLevelKeys) {
             if let (_, node) = top["log_level"], let text = reader.string(node, "log_level") {
                 if let level = Logger.Level(rawValue: text.lowercased()) { logLevel = level } else {
@@ -72,20 +87,23 @@ public struct BridgeConfiguration: Sendable {
             if let (_, node) = top["allow_anonymous"], let value = reader.bool(node, "allow_anonymous") { allowAnonymous = value }
             if let (_, node) = top["threads"] { threads = reader.integer(node, "threads", range: 1...1024) }
             if let (_, node) = top["acl"], let path = reader.string(node, "acl") {
-                aclPath = path.hasPrefix("/") ? path : directory.appendingPathComponent(path).path
-            } else if top["acl"] == nil {
-                reader.fail(root, "acl", "missing", fix: "add `acl: <path to a mosquitto acl_file>`")
+                aclPath = Self.resolve(path, directory)
             }
             if let (_, node) = top["proxies"], let items = reader.sequence(node, "proxies") {
-                if items.isEmpty { reader.fail(node, "proxies", "the list is empty", fix: "add at least one entry with listen and broker") }
                 for (index, item) in items.enumerated() {
                     if var proxy = Self.proxy(item, index: index, reader: &reader) {
                         proxy.allowAnonymous = allowAnonymous
                         proxies.append(proxy)
                     }
                 }
-            } else if top["proxies"] == nil {
-                reader.fail(root, "proxies", "missing", fix: "add a `proxies:` list with at least one `- listen: … broker: …` entry")
+            }
+            link = Self.link(top, root: root, directory: directory, reader: &reader)
+            let hasMQTTService = link?.services.contains { $0.kind == .mqtt } ?? false
+            if aclPath == nil && (!proxies.isEmpty || hasMQTTService) {
+                reader.fail(root, "acl", "missing", fix: "add `acl: <path to a mosquitto acl_file>` (proxies and mqtt services enforce it)")
+            }
+            if proxies.isEmpty && (link?.services.isEmpty ?? true) && (link?.remotes.isEmpty ?? true) {
+                reader.fail(root, "proxies", "nothing to do", fix: "add `proxies:` (local MQTT clients), or `services:` / `remote:` for a paired site")
             }
             var seen: [HostPort: Int] = [:]
             for (index, proxy) in proxies.enumerated() {
@@ -96,7 +114,119 @@ public struct BridgeConfiguration: Sendable {
             }
         }
         if !reader.errors.isEmpty { throw ConfigErrors(errors: reader.errors) }
-        self.init(source: file, logLevel: logLevel, metrics: metrics, aclPath: aclPath!, proxies: proxies, threads: threads)
+        self.init(source: file, logLevel: logLevel, metrics: metrics, aclPath: aclPath, proxies: proxies, threads: threads, link: link)
+    }
+
+    static func resolve(_ path: String, _ directory: URL) -> String {
+        path.hasPrefix("/") ? path : directory.appendingPathComponent(path).path
+    }
+
+    static let linkKeys = ["listen", "trust", "ca_file", "keepalive"]
+    static let peerKeys = ["name", "fingerprint", "connect"]
+    static let serviceKeys = ["name", "kind", "target", "peers"]
+    static let remoteKeys = ["listen", "peer", "service"]
+
+    /// The link part: identity, link, peers (plus identity/peers.yaml), services, remote.
+    private static func link(_ top: [String: (key: Node, value: Node)], root: Node, directory: URL, reader: inout ConfigReader) -> LinkConfiguration? {
+        let linkKeysPresent = ["identity", "link", "peers", "services", "remote"].filter { top[$0] != nil }
+        guard !linkKeysPresent.isEmpty else { return nil }
+        guard let (_, identityNode) = top["identity"], let identityText = reader.string(identityNode, "identity") else {
+            reader.fail(root, "identity", "missing (needed by \(linkKeysPresent.joined(separator: ", ")))", fix: "add `identity: <dir>` created with `mqbridge identity init --dir <dir> --name <site>`")
+            return nil
+        }
+        var configuration = LinkConfiguration(identityDirectory: resolve(identityText, directory))
+        var trustCA = false
+        if let (_, node) = top["link"], let map = reader.mapping(node, at: "link", known: linkKeys) {
+            if let (_, n) = map["listen"] { configuration.listen = reader.hostPort(n, "link.listen") }
+            if let (_, n) = map["keepalive"], let d = reader.duration(n, "link.keepalive") { configuration.keepalive = .nanoseconds(Int64(d.nanoseconds)) }
+            if let (_, n) = map["trust"], let text = reader.string(n, "link.trust") {
+                switch text {
+                case "pins": break
+                case "ca": trustCA = true
+                default: reader.fail(n, "link.trust", "\"\(text)\" is not pins or ca", fix: "write `trust: pins` (default) or `trust: ca` with `ca_file`")
+                }
+            }
+            if trustCA {
+                if let (_, n) = map["ca_file"], let path = reader.string(n, "link.ca_file") {
+                    configuration.trust = .certificateAuthority(path: resolve(path, directory))
+                } else {
+                    reader.fail(node, "link.ca_file", "missing with trust: ca", fix: "add `ca_file: <PEM file of your CA>`")
+                }
+            }
+        }
+        var peers: [PeerConfiguration] = []
+        if let (_, node) = top["peers"], let items = reader.sequence(node, "peers") {
+            for (index, item) in items.enumerated() {
+                let key = "peers[\(index)]"
+                guard let map = reader.mapping(item, at: key, known: peerKeys) else { continue }
+                guard let (_, n) = map["name"], let name = reader.string(n, "\(key).name") else {
+                    reader.fail(item, "\(key).name", "missing", fix: "add `name: <the peer's site name>`")
+                    continue
+                }
+                var fingerprint: SPKIFingerprint?
+                if let (_, f) = map["fingerprint"], let text = reader.string(f, "\(key).fingerprint") {
+                    do { fingerprint = try SPKIFingerprint(parsing: text) } catch { reader.fail(f, "\(key).fingerprint", error.description, fix: "copy it from `mqbridge identity show` at the peer, or use `mqbridge pair`") }
+                } else if !trustCA {
+                    reader.fail(item, "\(key).fingerprint", "missing (trust is pins)", fix: "add `fingerprint: SHA256:…` from the peer's `mqbridge identity show`, or pair with `mqbridge pair`")
+                }
+                var connect: HostPort?
+                if let (_, c) = map["connect"] { connect = reader.hostPort(c, "\(key).connect") }
+                peers.append(PeerConfiguration(name: name, fingerprint: fingerprint, connect: connect))
+            }
+        }
+        // Peers recorded by `mqbridge pair`.
+        let pairedFile = URL(fileURLWithPath: configuration.identityDirectory).appendingPathComponent("peers.yaml").path
+        if let text = try? String(contentsOfFile: pairedFile, encoding: .utf8) {
+            for peer in PairedPeers.parse(text) where !peers.contains(where: { $0.name == peer.name }) { peers.append(peer) }
+        }
+        configuration.peers = peers
+        let peerNames = Set(peers.map(\.name))
+        if let (_, node) = top["services"], let items = reader.sequence(node, "services") {
+            for (index, item) in items.enumerated() {
+                let key = "services[\(index)]"
+                guard let map = reader.mapping(item, at: key, known: serviceKeys) else { continue }
+                let name = map["name"].flatMap { reader.string($0.value, "\(key).name") }
+                let kindText = map["kind"].flatMap { reader.string($0.value, "\(key).kind") }
+                let target = map["target"].flatMap { reader.hostPort($0.value, "\(key).target") }
+                var allowed: [String] = []
+                if let (_, n) = map["peers"], let list = reader.sequence(n, "\(key).peers") {
+                    for entry in list {
+                        if let peer = reader.string(entry, "\(key).peers") {
+                            if !peerNames.contains(peer) { reader.fail(entry, "\(key).peers", "\"\(peer)\" is not a configured peer", fix: "list it under `peers:` (or pair with it) first") }
+                            allowed.append(peer)
+                        }
+                    }
+                } else {
+                    reader.fail(item, "\(key).peers", "missing", fix: "list the peers allowed to use this service (nobody is by default)")
+                }
+                if name == nil { reader.fail(item, "\(key).name", "missing", fix: "add `name: <service name>`") }
+                if target == nil && map["target"] == nil { reader.fail(item, "\(key).target", "missing", fix: "add `target: host:port` (where this site connects for the peer)") }
+                let kind = kindText.flatMap(ServiceConfiguration.Kind.init(rawValue:))
+                if kind == nil { reader.fail(map["kind"]?.value ?? item, "\(key).kind", kindText.map { "\"\($0)\" is not mqtt or tcp" } ?? "missing", fix: "write `kind: mqtt` or `kind: tcp`") }
+                if let name, let kind, let target {
+                    configuration.services.append(ServiceConfiguration(name: name, kind: kind, target: target, peers: Set(allowed)))
+                }
+            }
+        }
+        if let (_, node) = top["remote"], let items = reader.sequence(node, "remote") {
+            for (index, item) in items.enumerated() {
+                let key = "remote[\(index)]"
+                guard let map = reader.mapping(item, at: key, known: remoteKeys) else { continue }
+                let listen = map["listen"].flatMap { reader.hostPort($0.value, "\(key).listen") }
+                let peer = map["peer"].flatMap { reader.string($0.value, "\(key).peer") }
+                let service = map["service"].flatMap { reader.string($0.value, "\(key).service") }
+                for (field, present) in [("listen", map["listen"] != nil), ("peer", map["peer"] != nil), ("service", map["service"] != nil)] where !present {
+                    reader.fail(item, "\(key).\(field)", "missing", fix: "a remote listener needs listen, peer and service")
+                }
+                if let peer, !peerNames.contains(peer) {
+                    reader.fail(map["peer"]?.value, "\(key).peer", "\"\(peer)\" is not a configured peer", fix: "list it under `peers:` (or pair with it) first")
+                }
+                if let listen, let peer, let service {
+                    configuration.remotes.append(RemoteListenerConfiguration(listen: listen, peer: peer, service: service))
+                }
+            }
+        }
+        return configuration
     }
 
     private static func proxy(_ node: Node, index: Int, reader: inout ConfigReader) -> ProxyConfiguration? {
@@ -150,10 +280,19 @@ public struct BridgeConfiguration: Sendable {
     /// Checks what the file refers to: the acl_file must load (file:line errors otherwise).
     public func validateReferences() -> [String] {
         var problems: [String] = []
-        do {
-            _ = try ACLStore.load(path: aclPath)
-        } catch {
-            problems.append("\(source.map { "\($0): acl: " } ?? "--acl: ")\(error)")
+        if let aclPath {
+            do {
+                _ = try ACLStore.load(path: aclPath)
+            } catch {
+                problems.append("\(source.map { "\($0): acl: " } ?? "--acl: ")\(error)")
+            }
+        }
+        if let link {
+            do {
+                _ = try LinkTLS(identity: try SiteIdentity.load(from: link.identityDirectory), trust: link.trust)
+            } catch {
+                problems.append("\(source.map { "\($0): identity: " } ?? "")\(error)")
+            }
         }
         return problems
     }

@@ -24,26 +24,42 @@ public enum BridgeRuntime {
     }
 
     public static func run(_ configuration: BridgeConfiguration, logger: Logger) async throws {
-        let store = try ACLStore(path: configuration.aclPath)
-        for warning in store.current.acl.file.warnings {
+        let store = try configuration.aclPath.map { try ACLStore(path: $0) }
+        for warning in store?.current.acl.file.warnings ?? [] {
             logger.warning("\(warning)", metadata: ["event": "acl_warning"])
         }
         let registry = PrometheusCollectorRegistry()
-        let metrics = BridgeMetrics(factory: PrometheusMetricsFactory(registry: registry))
+        let factory = PrometheusMetricsFactory(registry: registry)
+        let metrics = BridgeMetrics(factory: factory)
         let group = MultiThreadedEventLoopGroup(numberOfThreads: configuration.threads ?? System.coreCount)
-        var services: [any Service] = configuration.proxies.map {
-            ProxyServer(configuration: $0, aclStore: store, metrics: metrics, group: group, logger: logger)
+        var services: [any Service] = []
+        if let store {
+            services += configuration.proxies.map {
+                ProxyServer(configuration: $0, aclStore: store, metrics: metrics, group: group, logger: logger)
+            }
+            services.append(ACLReloadService(store: store, metrics: metrics, logger: logger))
+        }
+        if let link = configuration.link {
+            let identity = try SiteIdentity.load(from: link.identityDirectory)
+            var linkLogger = logger
+            linkLogger[metadataKey: "site"] = "\(identity.name)"
+            let node = try LinkNode(configuration: link, identity: identity, eventLoop: group.next(), logger: linkLogger,
+                                    metrics: LinkMetrics(factory: factory), aclStore: store, proxyMetrics: metrics,
+                                    proxyTemplate: configuration.proxies.first)
+            // A service that returns ends the whole group: add only what has work to do.
+            if link.listen != nil { services.append(LinkServer(node: node)) }
+            for peer in link.peers where peer.connect != nil { services.append(LinkDialer(node: node, peer: peer)) }
+            for remote in link.remotes { services.append(RemoteListener(node: node, configuration: remote)) }
         }
         if let address = configuration.metrics {
             services.append(MetricsServer(host: address.host, port: address.port, registry: registry, group: group, logger: logger))
         }
-        services.append(ACLReloadService(store: store, metrics: metrics, logger: logger))
         let serviceGroup = ServiceGroup(configuration: .init(
             services: services.map { .init(service: $0) },
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger
         ))
-        logger.info("mqbridge starting", metadata: ["event": "starting", "acl": "\(configuration.aclPath)", "rules": "\(store.current.acl.file.rules.count)"])
+        logger.info("mqbridge starting", metadata: ["event": "starting", "acl": "\(configuration.aclPath ?? "-")", "rules": "\(store?.current.acl.file.rules.count ?? 0)"])
         do {
             try await serviceGroup.run()
         } catch {

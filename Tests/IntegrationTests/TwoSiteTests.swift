@@ -1,0 +1,229 @@
+import Foundation
+import TestSupport
+import Testing
+
+/// Two sites as real processes on loopback: site B owns a mosquitto and an HTTP server and
+/// offers them as services; site A dials B over the pinned TLS 1.3 link and has local
+/// listeners for them. Legacy clients at A reach B's broker (B's ACL decides) and B's web
+/// server, and nothing else.
+struct TwoSiteLab {
+    let directory: URL
+    let broker: MosquittoBroker
+    let http: ChildProcess
+    let httpPort: Int
+    var b: BridgeProcess!
+    var a: BridgeProcess!
+    var linkPort = 0
+
+    static let aclB = """
+    user alice
+    topic readwrite sensors/#
+    user mallory
+    topic write mallory/#
+
+    """
+
+    init() throws {
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("mqbridge-2site-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        broker = try MosquittoBroker()
+        http = try ChildProcess(["python3", TestEnvironment.script("http_service.py")], log: directory.appendingPathComponent("http.log"))
+        let deadline = Date().addingTimeInterval(10)
+        var port: Int?
+        while port == nil && Date() < deadline {
+            port = http.log.split(separator: "\n").first.flatMap { Int($0) }
+            if port == nil { usleep(20_000) }
+        }
+        guard let port else { throw TestError("http_service.py did not report its port: \(http.log)") }
+        httpPort = port
+        for (site, name) in [("a", "site-a"), ("b", "site-b")] {
+            let r = try TestEnvironment.run([TestEnvironment.mqbridgeBinary, "identity", "init", "--dir", path("\(site)/identity"), "--name", name])
+            guard r.status == 0 else { throw TestError("identity init: \(r.stderr)") }
+        }
+    }
+
+    func path(_ relative: String) -> String { directory.appendingPathComponent(relative).path }
+
+    func fingerprint(_ site: String) throws -> String {
+        let r = try TestEnvironment.run([TestEnvironment.mqbridgeBinary, "identity", "show", "--dir", path("\(site)/identity")])
+        return String(String(decoding: r.stdout, as: UTF8.self).split(separator: "\n").last!.dropFirst("fingerprint: ".count))
+    }
+
+    /// Starts B (listening on a free port), then A dialing it.
+    mutating func start(linkPort fixed: Int? = nil) throws {
+        try Self.aclB.write(toFile: path("b/acl.conf"), atomically: true, encoding: .utf8)
+        let configB = """
+        identity: identity
+        acl: acl.conf
+        metrics: 127.0.0.1:0
+        link:
+          listen: 127.0.0.1:\(fixed ?? 0)
+          keepalive: 500ms
+        peers:
+          - name: site-a
+            fingerprint: \(try fingerprint("a"))
+        services:
+          - name: broker
+            kind: mqtt
+            target: 127.0.0.1:\(broker.port)
+            peers: [site-a]
+          - name: web
+            kind: tcp
+            target: 127.0.0.1:\(httpPort)
+            peers: [site-a]
+
+        """
+        try configB.write(toFile: path("b/mqbridge.yaml"), atomically: true, encoding: .utf8)
+        b = try BridgeProcess(["run", "--config", path("b/mqbridge.yaml")], expectMetrics: true, readyEvents: ["link_listening"])
+        linkPort = b.port(event: "link_listening")!
+        try startA()
+    }
+
+    mutating func startA() throws {
+        let configA = """
+        identity: identity
+        metrics: 127.0.0.1:0
+        link:
+          keepalive: 500ms
+        peers:
+          - name: site-b
+            fingerprint: \(try fingerprint("b"))
+            connect: 127.0.0.1:\(linkPort)
+        remote:
+          - listen: 127.0.0.1:0
+            peer: site-b
+            service: broker
+          - listen: 127.0.0.1:0
+            peer: site-b
+            service: web
+          - listen: 127.0.0.1:0
+            peer: site-b
+            service: secret
+
+        """
+        try configA.write(toFile: path("a/mqbridge.yaml"), atomically: true, encoding: .utf8)
+        a = try BridgeProcess(["run", "--config", path("a/mqbridge.yaml")], expectMetrics: true, readyEvents: ["remote_listening", "link_up"])
+    }
+
+    func remotePort(_ service: String) -> Int { a.port(event: "remote_listening", matching: ["service": service])! }
+
+    /// Restarts site B on the link port it had (after it was killed).
+    mutating func restartB() throws {
+        let config = try String(contentsOfFile: path("b/mqbridge.yaml"), encoding: .utf8)
+            .replacingOccurrences(of: "listen: 127.0.0.1:0\n  keepalive", with: "listen: 127.0.0.1:\(linkPort)\n  keepalive")
+        try config.write(toFile: path("b/mqbridge.yaml"), atomically: true, encoding: .utf8)
+        b = try BridgeProcess(["run", "--config", path("b/mqbridge.yaml")], expectMetrics: true, readyEvents: ["link_listening"])
+    }
+
+    func stop() {
+        a?.stop()
+        b?.stop()
+        broker.stop()
+        http.stop()
+        try? FileManager.default.removeItem(at: directory)
+    }
+}
+
+@Suite("Two sites over the link (real processes)", .serialized)
+struct TwoSiteTests {
+    @Test("A legacy MQTT client at A reaches B's broker; B's ACL decides; both links are TLS 1.3 with pinned peers")
+    func remoteMQTT() throws {
+        var lab = try TwoSiteLab()
+        defer { lab.stop() }
+        try lab.start()
+        #expect(lab.a.lines(event: "link_up").first?["tls"] == "TLSv1.3")
+        #expect(lab.b.lines(event: "link_up").first?["peer"] == "site-a")
+        let port = "\(lab.remotePort("broker"))"
+        let sub = try ChildProcess(["mosquitto_sub", "-h", "127.0.0.1", "-p", "\(lab.broker.port)", "-t", "#", "-v", "-W", "6"],
+                                   log: lab.directory.appendingPathComponent("direct.log"))
+        usleep(400_000)
+        for qos in ["0", "1", "2"] {
+            let r = try TestEnvironment.run(["mosquitto_pub", "-h", "127.0.0.1", "-p", port, "-u", "alice", "-t", "sensors/remote", "-m", "from-A-qos\(qos)", "-q", qos])
+            #expect(r.status == 0, "\(r.stderr)")
+        }
+        _ = try TestEnvironment.run(["mosquitto_pub", "-h", "127.0.0.1", "-p", port, "-u", "mallory", "-t", "sensors/remote", "-m", "evil", "-q", "1"])
+        // A client at A subscribed through the link gets what B's broker delivers.
+        let remoteSub = try TestEnvironment.run(["sh", "-c", "mosquitto_sub -h 127.0.0.1 -p \(port) -u alice -t sensors/back -C 1 -W 5 -v & sleep 1; mosquitto_pub -h 127.0.0.1 -p \(lab.broker.port) -t sensors/back -m to-A; wait"])
+        #expect(String(decoding: remoteSub.stdout, as: UTF8.self) == "sensors/back to-A\n")
+        sub.wait(timeout: 8)
+        let seen = sub.log.split(separator: "\n").map(String.init)
+        #expect(seen.filter { $0.hasPrefix("sensors/remote") }.sorted() == ["sensors/remote from-A-qos0", "sensors/remote from-A-qos1", "sensors/remote from-A-qos2"])
+        #expect(!seen.contains("sensors/remote evil"))
+        // The denial was decided and logged at B, the site that owns the broker.
+        #expect(lab.b.lines(event: "denied").contains { $0["username"] == "mallory" && $0["kind"] == "publish" })
+    }
+
+    @Test("HTTP through the passthrough: keep-alive, 100 MiB down and up with backpressure, half-close")
+    func http() throws {
+        var lab = try TwoSiteLab()
+        defer { lab.stop() }
+        try lab.start()
+        let r = try TestEnvironment.python("http_client.py", ["\(lab.remotePort("web"))", "100"], timeout: 300)
+        guard r.status == 0, let result = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any] else {
+            throw TestError("http_client.py failed: \(r.stderr)")
+        }
+        #expect(result["hello"] as? String == "hello from site B\n")
+        #expect(result["hello_again"] as? String == "hello from site B\n")
+        #expect(result["same_connection"] as? Bool == true)
+        #expect(result["download_bytes"] as? Int == 100 << 20)
+        #expect(result["download_ok"] as? Bool == true)
+        #expect(result["upload_ok"] as? Bool == true)
+        // Backpressure bounds memory: 100 MiB passed through, neither process grew anywhere near it.
+        for site in [lab.a!, lab.b!] {
+            let status = try String(contentsOfFile: "/proc/\(site.process.pid)/status", encoding: .utf8)
+            let rss = Int(status.split(separator: "\n").first { $0.hasPrefix("VmRSS:") }!.split(separator: " ", omittingEmptySubsequences: true)[1])!
+            #expect(rss < 80 * 1024, "RSS \(rss) KiB")
+        }
+        // A service B does not offer to A is refused at B; nothing is reachable by name guessing.
+        #expect(try TestEnvironment.tcpExchange(port: lab.remotePort("secret"), send: Array("GET / HTTP/1.0\r\n\r\n".utf8), halfClose: true) == [])
+        #expect(lab.b.lines(event: "stream_refused").first?["service"] == "secret")
+    }
+
+    @Test("Refused at the link: plaintext, TLS 1.2, and an unknown key; counted")
+    func refusals() throws {
+        var lab = try TwoSiteLab()
+        defer { lab.stop() }
+        try lab.start()
+        let before = try lab.b.metric("mqbridge_link_refused_total{reason=\"tls\"}") ?? 0
+        // Plaintext MQTT to the link port.
+        _ = try? TestEnvironment.tcpExchange(port: lab.linkPort, send: [0x10, 0x0c, 0, 4, 0x4d, 0x51, 0x54, 0x54, 4, 2, 0, 60, 0, 0], halfClose: false, timeout: 2)
+        // TLS 1.2 only.
+        let tls12 = try TestEnvironment.run(["sh", "-c", "echo | openssl s_client -connect 127.0.0.1:\(lab.linkPort) -tls1_2 2>&1"])
+        #expect(!String(decoding: tls12.stdout, as: UTF8.self).contains("Cipher is ECDHE"))
+        // TLS 1.3 with a key B does not know.
+        _ = try TestEnvironment.run([TestEnvironment.mqbridgeBinary, "identity", "init", "--dir", lab.path("c"), "--name", "site-c"])
+        let stranger = try TestEnvironment.run(["sh", "-c", "echo | openssl s_client -connect 127.0.0.1:\(lab.linkPort) -tls1_3 -cert \(lab.path("c/cert.pem")) -key \(lab.path("c/key.pem")) 2>&1"])
+        _ = stranger
+        usleep(500_000)
+        let after = try lab.b.metric("mqbridge_link_refused_total{reason=\"tls\"}") ?? 0
+        #expect(after - before >= 3, "refusals counted: \(after - before)")
+        #expect(lab.b.lines(event: "link_refused").count >= 3)
+    }
+
+    @Test("A dead link is detected within seconds and re-established with backoff when the peer returns")
+    func reconnect() throws {
+        var lab = try TwoSiteLab()
+        defer { lab.stop() }
+        try lab.start()
+        // A frozen peer sends nothing, not even a reset: only the keepalive can tell.
+        lab.b.process.signal(SIGSTOP)
+        let frozenAt = Date()
+        try lab.a.waitFor(event: "link_dead", timeout: 10)
+        #expect(Date().timeIntervalSince(frozenAt) < 3, "silent link noticed after \(Date().timeIntervalSince(frozenAt))s (keepalive 500ms)")
+        lab.b.process.signal(SIGCONT)
+        let resumeDeadline = Date().addingTimeInterval(15)
+        while lab.a.lines(event: "link_up").count < 2 && Date() < resumeDeadline { usleep(50_000) }
+        #expect(lab.a.lines(event: "link_up").count == 2)
+        lab.b.process.signal(SIGKILL)
+        let killedAt = Date()
+        try lab.a.waitFor(event: "link_down", timeout: 10)
+        #expect(Date().timeIntervalSince(killedAt) < 5, "dead link noticed after \(Date().timeIntervalSince(killedAt))s")
+        try lab.restartB()
+        let deadline = Date().addingTimeInterval(20)
+        while lab.a.lines(event: "link_up").count < 3 && Date() < deadline { usleep(50_000) }
+        #expect(lab.a.lines(event: "link_up").count == 3)
+        #expect(!lab.a.lines(event: "link_reconnect").isEmpty)
+        let r = try TestEnvironment.run(["mosquitto_pub", "-h", "127.0.0.1", "-p", "\(lab.remotePort("broker"))", "-u", "alice", "-t", "sensors/again", "-m", "x", "-q", "1"])
+        #expect(r.status == 0, "\(r.stderr)")
+    }
+}
