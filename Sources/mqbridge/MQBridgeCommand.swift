@@ -6,7 +6,7 @@ struct MQBridgeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "mqbridge",
         abstract: "An MQTT-aware secure bridge: topic ACLs for legacy clients, and a pinned TLS 1.3 link between sites.",
-        subcommands: [RunCommand.self, CheckCommand.self, IdentityCommand.self, ACLCommand.self, DecodeCommand.self]
+        subcommands: [RunCommand.self, CheckCommand.self, IdentityCommand.self, PairCommand.self, ACLCommand.self, DecodeCommand.self]
     )
 
     /// Exit codes are part of the interface: 0 success / allowed, 1 denied, 2 any error

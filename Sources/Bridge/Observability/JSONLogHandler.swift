@@ -65,15 +65,25 @@ public struct JSONLogHandler: LogHandler {
         return out + "\""
     }
 
-    static func timestamp() -> String {
-        var time = timespec()
-        clock_gettime(CLOCK_REALTIME, &time)
-        var seconds = time_t(time.tv_sec)
-        var parts = tm()
-        gmtime_r(&seconds, &parts)
-        let millis = Int(time.tv_nsec) / 1_000_000
-        func two(_ n: Int32) -> String { n < 10 ? "0\(n)" : "\(n)" }
+    /// `2026-11-25T16:12:53.095Z`, computed from the epoch (days-to-civil, Howard Hinnant's
+    /// algorithm), so no locale or formatter object is involved on the logging path.
+    static func timestamp(_ date: Date = Date()) -> String {
+        let totalMillis = Int64((date.timeIntervalSince1970 * 1000).rounded(.down))
+        let millis = Int(totalMillis % 1000)
+        let seconds = totalMillis / 1000
+        let days = seconds / 86_400
+        let secondOfDay = Int(seconds % 86_400)
+        let z = days + 719_468
+        let era = (z >= 0 ? z : z - 146_096) / 146_097
+        let dayOfEra = z - era * 146_097
+        let yearOfEra = (dayOfEra - dayOfEra / 1460 + dayOfEra / 36_524 - dayOfEra / 146_096) / 365
+        let dayOfYear = dayOfEra - (365 * yearOfEra + yearOfEra / 4 - yearOfEra / 100)
+        let mp = (5 * dayOfYear + 2) / 153
+        let day = dayOfYear - (153 * mp + 2) / 5 + 1
+        let month = mp < 10 ? mp + 3 : mp - 9
+        let year = yearOfEra + era * 400 + (month <= 2 ? 1 : 0)
+        func two(_ n: Int) -> String { n < 10 ? "0\(n)" : "\(n)" }
         let ms = millis < 10 ? "00\(millis)" : millis < 100 ? "0\(millis)" : "\(millis)"
-        return "\(parts.tm_year + 1900)-\(two(parts.tm_mon + 1))-\(two(parts.tm_mday))T\(two(parts.tm_hour)):\(two(parts.tm_min)):\(two(parts.tm_sec)).\(ms)Z"
+        return "\(year)-\(two(Int(month)))-\(two(Int(day)))T\(two(secondOfDay / 3600)):\(two(secondOfDay / 60 % 60)):\(two(secondOfDay % 60)).\(ms)Z"
     }
 }
