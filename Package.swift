@@ -86,6 +86,7 @@ let package = Package(
                 "MQTTCodec", "TopicACL", "Bridge", "CMosquitto", "TestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Benchmarks/MQBench",

@@ -227,3 +227,76 @@ struct TwoSiteTests {
         #expect(r.status == 0, "\(r.stderr)")
     }
 }
+
+/// The operator's own CA instead of pins: certificates issued by the CA are accepted and the
+/// peer is named by its certificate's common name; a certificate from another CA is refused.
+@Suite("Link with an operator CA", .serialized)
+struct CATrustTests {
+    @Test("Sites with CA-issued certificates link up; a certificate from another CA does not")
+    func caTrust() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("mqbridge-ca-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        func sh(_ command: String) throws {
+            let r = try TestEnvironment.run(["sh", "-c", "cd '\(dir.path)' && \(command)"])
+            guard r.status == 0 else { throw TestError("\(command): \(r.stderr)") }
+        }
+        // An operator CA, and one certificate per site (plus a stranger from another CA).
+        try sh("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key -out ca.pem -days 30 -subj /CN=operator-ca 2>/dev/null")
+        try sh("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout other.key -out other.pem -days 30 -subj /CN=other-ca 2>/dev/null")
+        for (site, ca) in [("site-a", "ca"), ("site-b", "ca"), ("site-x", "other")] {
+            try sh("mkdir -p \(site) && openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout \(site)/key.pem -out \(site)/req.csr -subj /CN=\(site) 2>/dev/null"
+                   + " && printf 'extendedKeyUsage=serverAuth,clientAuth\\n' > \(site)/ext && openssl x509 -req -in \(site)/req.csr -CA \(ca).pem -CAkey \(ca).key -CAcreateserial -out \(site)/cert.pem -days 30 -extfile \(site)/ext 2>/dev/null"
+                   + " && chmod 600 \(site)/key.pem")
+        }
+        let broker = try MosquittoBroker()
+        defer { broker.stop() }
+        try "user u\ntopic readwrite t/#\n".write(to: dir.appendingPathComponent("acl.conf"), atomically: true, encoding: .utf8)
+        try """
+        identity: site-b
+        acl: acl.conf
+        link:
+          listen: 127.0.0.1:0
+          trust: ca
+          ca_file: ca.pem
+        peers:
+          - name: site-a
+        services:
+          - name: broker
+            kind: mqtt
+            target: 127.0.0.1:\(broker.port)
+            peers: [site-a]
+
+        """.write(to: dir.appendingPathComponent("b.yaml"), atomically: true, encoding: .utf8)
+        let b = try BridgeProcess(["run", "--config", dir.appendingPathComponent("b.yaml").path], readyEvents: ["link_listening"])
+        defer { b.stop() }
+        func site(_ name: String) throws -> BridgeProcess {
+            try """
+            identity: \(name)
+            link:
+              trust: ca
+              ca_file: ca.pem
+            peers:
+              - name: site-b
+                connect: 127.0.0.1:\(b.port(event: "link_listening")!)
+            remote:
+              - listen: 127.0.0.1:0
+                peer: site-b
+                service: broker
+
+            """.write(to: dir.appendingPathComponent("\(name).yaml"), atomically: true, encoding: .utf8)
+            return try BridgeProcess(["run", "--config", dir.appendingPathComponent("\(name).yaml").path], readyEvents: ["remote_listening"])
+        }
+        let a = try site("site-a")
+        defer { a.stop() }
+        try a.waitFor(event: "link_up", matching: ["peer": "site-b"])
+        let pub = try TestEnvironment.run(["mosquitto_pub", "-h", "127.0.0.1", "-p", "\(a.port(event: "remote_listening")!)", "-u", "u", "-t", "t/ca", "-m", "ok", "-q", "1"])
+        #expect(pub.status == 0)
+        // A certificate from another CA never gets a link.
+        let x = try site("site-x")
+        defer { x.stop() }
+        try b.waitFor(event: "link_refused", timeout: 10)
+        usleep(500_000)
+        #expect(x.lines(event: "link_up").isEmpty)
+    }
+}

@@ -1,0 +1,277 @@
+import ArgumentParser
+import Foundation
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import Synchronization
+import TestSupport
+
+/// Paired sites against an stunnel pair, same run: MQTT to a remote broker (throughput,
+/// latency, CPU, RSS) and HTTP through the passthrough (requests/s with keep-alive, and with
+/// a new TCP connection per request, where stunnel pays a TLS handshake each time and the
+/// link only opens a stream).
+struct LinkBenchmark: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "link", abstract: "Remote proxy and passthrough through the link vs direct vs stunnel.")
+
+    @Option(help: "Seconds per measurement.") var seconds: Double = 3
+    @Option(help: "Rounds; each case reports the median.") var rounds: Int = 3
+    @Option(help: "Messages per second for the latency cases.") var rate: Int = 5000
+
+    func run() throws {
+        TestEnvironment.raiseFileLimit()
+        mosquitto_lib_init_once()
+        let work = FileManager.default.temporaryDirectory.appendingPathComponent("mqbridge-linkbench-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: work, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: work) }
+        func path(_ p: String) -> String { work.appendingPathComponent(p).path }
+        func sh(_ command: String) throws {
+            let r = try TestEnvironment.run(["sh", "-c", "cd '\(work.path)' && \(command)"])
+            guard r.status == 0 else { throw BenchError("\(command): \(r.stderr)") }
+        }
+
+        let broker = try MosquittoBroker(extraConfiguration: ["max_queued_messages 100000", "max_inflight_messages 100", "log_type error"])
+        defer { broker.stop() }
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        defer { try? group.syncShutdownGracefully() }
+        let http = try ServerBootstrap(group: group)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline()
+                    try channel.pipeline.syncOperations.addHandler(HelloHandler())
+                }
+            }
+            .bind(host: "127.0.0.1", port: 0).wait()
+        defer { http.close(promise: nil) }
+        let httpPort = http.localAddress!.port!
+
+        // mqbridge: B owns the broker and the web server; A dials B.
+        let binary = TestEnvironment.mqbridgeBinary
+        for (site, name) in [("a", "site-a"), ("b", "site-b")] {
+            _ = try TestEnvironment.run([binary, "identity", "init", "--dir", path("\(site)/identity"), "--name", name])
+        }
+        func fingerprint(_ site: String) throws -> String {
+            let out = String(decoding: try TestEnvironment.run([binary, "identity", "show", "--dir", path("\(site)/identity")]).stdout, as: UTF8.self)
+            return String(out.split(separator: "\n").last!.dropFirst("fingerprint: ".count))
+        }
+        try "user bench\ntopic readwrite bench/#\n".write(toFile: path("b/acl.conf"), atomically: true, encoding: .utf8)
+        try """
+        identity: identity
+        acl: acl.conf
+        link:
+          listen: 127.0.0.1:0
+        peers:
+          - name: site-a
+            fingerprint: \(try fingerprint("a"))
+        services:
+          - name: broker
+            kind: mqtt
+            target: 127.0.0.1:\(broker.port)
+            peers: [site-a]
+          - name: web
+            kind: tcp
+            target: 127.0.0.1:\(httpPort)
+            peers: [site-a]
+
+        """.write(toFile: path("b/mqbridge.yaml"), atomically: true, encoding: .utf8)
+        let b = try BridgeProcess(["run", "--config", path("b/mqbridge.yaml"), "--log-level", "notice"], readyEvents: ["link_listening"])
+        defer { b.stop() }
+        try """
+        identity: identity
+        peers:
+          - name: site-b
+            fingerprint: \(try fingerprint("b"))
+            connect: 127.0.0.1:\(b.port(event: "link_listening")!)
+        remote:
+          - listen: 127.0.0.1:0
+            peer: site-b
+            service: broker
+          - listen: 127.0.0.1:0
+            peer: site-b
+            service: web
+
+        """.write(toFile: path("a/mqbridge.yaml"), atomically: true, encoding: .utf8)
+        let a = try BridgeProcess(["run", "--config", path("a/mqbridge.yaml"), "--log-level", "notice"], readyEvents: ["remote_listening", "link_up"])
+        defer { a.stop() }
+        let viaLinkMQTT = a.port(event: "remote_listening", matching: ["service": "broker"])!
+        let viaLinkHTTP = a.port(event: "remote_listening", matching: ["service": "web"])!
+
+        // stunnel pair with mutual TLS 1.3 and verified certificates (the usual hardening).
+        try sh("for s in sa sb; do openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout $s.key -out $s.pem -days 30 -subj /CN=$s 2>/dev/null; done")
+        var stunnels: [ChildProcess] = []
+        defer { for s in stunnels { s.stop() } }
+        func stunnelPair(name: String, target: Int) throws -> Int {
+            let serverPort = try TestEnvironment.freePort(), clientPort = try TestEnvironment.freePort()
+            try """
+            foreground = yes
+            pid =
+            [\(name)-b]
+            accept = 127.0.0.1:\(serverPort)
+            connect = 127.0.0.1:\(target)
+            cert = \(path("sb.pem"))
+            key = \(path("sb.key"))
+            CAfile = \(path("sa.pem"))
+            verifyPeer = yes
+            sslVersionMin = TLSv1.3
+
+            """.write(toFile: path("\(name)-b.conf"), atomically: true, encoding: .utf8)
+            try """
+            foreground = yes
+            pid =
+            [\(name)-a]
+            client = yes
+            accept = 127.0.0.1:\(clientPort)
+            connect = 127.0.0.1:\(serverPort)
+            cert = \(path("sa.pem"))
+            key = \(path("sa.key"))
+            CAfile = \(path("sb.pem"))
+            verifyPeer = yes
+            sslVersionMin = TLSv1.3
+
+            """.write(toFile: path("\(name)-a.conf"), atomically: true, encoding: .utf8)
+            stunnels.append(try ChildProcess(["stunnel4", path("\(name)-b.conf")], log: work.appendingPathComponent("\(name)-b.log")))
+            stunnels.append(try ChildProcess(["stunnel4", path("\(name)-a.conf")], log: work.appendingPathComponent("\(name)-a.log")))
+            try TestEnvironment.waitUntilListening(serverPort)
+            try TestEnvironment.waitUntilListening(clientPort)
+            return clientPort
+        }
+        let viaStunnelMQTT = try stunnelPair(name: "mqtt", target: broker.port)
+        let viaStunnelHTTP = try stunnelPair(name: "http", target: httpPort)
+        let stunnelPIDs = stunnels.map(\.pid)
+
+        print("mqbridge link benchmark — mosquitto \(mosquittoVersion()), stunnel4 (mutual TLS 1.3), \(ProcessInfo.processInfo.activeProcessorCount) cores, median of \(rounds) rounds")
+        print("paths: direct → broker; mqbridge A → link → mqbridge B → broker; stunnel client → stunnel server → broker. 64-byte payloads")
+        print("")
+        let paths: [(String, Int, [Int32])] = [("direct", broker.port, []), ("mqbridge", viaLinkMQTT, [a.process.pid, b.process.pid]), ("stunnel", viaStunnelMQTT, stunnelPIDs)]
+        var table: [[String]] = []
+        for qos in [Int32(0), 1] {
+            var rates: [String: [Double]] = [:], cpu: [String: [Double]] = [:]
+            for _ in 0..<rounds {
+                for (name, port, pids) in paths {
+                    let before = pids.map(ProcessStats.cpuSeconds).reduce(0, +)
+                    let t = try Load.throughput(host: "127.0.0.1", port: port, qos: qos, publishers: 4, seconds: seconds)
+                    let after = pids.map(ProcessStats.cpuSeconds).reduce(0, +)
+                    rates[name, default: []].append(t.messagesPerSecond)
+                    cpu[name, default: []].append((after - before) / Double(max(t.messages, 1)) * 1e6)
+                }
+            }
+            let d = median(rates["direct"]!), m = median(rates["mqbridge"]!), s = median(rates["stunnel"]!)
+            table.append(["QoS \(qos) throughput, 4 publishers (msg/s)", format(d, 0), format(m, 0), format(s, 0), "\(format(m / s, 2))× stunnel", qos == 0 ? "≥ 1.2× stunnel" : "≥ 1.5× stunnel"])
+            table.append(["  CPU per message in the tunnel, both sites (µs)", "—", format(median(cpu["mqbridge"]!), 2), format(median(cpu["stunnel"]!), 2), "", ""])
+        }
+        for qos in [Int32(0), 1] {
+            var p50: [String: [Double]] = [:], p99: [String: [Double]] = [:]
+            for _ in 0..<rounds {
+                for (name, port, _) in paths {
+                    let l = try Load.latency(host: "127.0.0.1", port: port, qos: qos, rate: rate, seconds: 2)
+                    p50[name, default: []].append(l.p50)
+                    p99[name, default: []].append(l.p99)
+                }
+            }
+            let d = median(p50["direct"]!)
+            table.append(["QoS \(qos) latency p50 @\(rate)/s (µs)", format(d, 1), format(median(p50["mqbridge"]!), 1), format(median(p50["stunnel"]!), 1),
+                          "+\(format(median(p50["mqbridge"]!) - d, 1)) µs vs direct", qos == 0 ? "≤ direct + 40 µs" : ""])
+            table.append(["QoS \(qos) latency p99 @\(rate)/s (µs)", format(median(p99["direct"]!), 1), format(median(p99["mqbridge"]!), 1), format(median(p99["stunnel"]!), 1), "", ""])
+        }
+        let httpPaths: [(String, Int)] = [("direct", httpPort), ("mqbridge", viaLinkHTTP), ("stunnel", viaStunnelHTTP)]
+        for keepAlive in [true, false] {
+            var results: [String: [Double]] = [:]
+            for _ in 0..<rounds {
+                for (name, port) in httpPaths {
+                    results[name, default: []].append(try HTTPLoad.requestsPerSecond(port: port, connections: 8, keepAlive: keepAlive, seconds: seconds))
+                }
+            }
+            let m = median(results["mqbridge"]!), s = median(results["stunnel"]!)
+            table.append(["HTTP req/s, 8 clients, \(keepAlive ? "keep-alive" : "new connection each")", format(median(results["direct"]!), 0), format(m, 0), format(s, 0), "\(format(m / s, 2))× stunnel", ""])
+        }
+        let rssA = ProcessStats.rssKiB(a.process.pid), rssB = ProcessStats.rssKiB(b.process.pid)
+        let rssStunnel = stunnelPIDs.map(ProcessStats.rssKiB).reduce(0, +)
+        table.append(["RSS after the run, both sites (MiB)", "—", format(Double(rssA + rssB) / 1024, 1), format(Double(rssStunnel) / 1024, 1), "", ""])
+
+        print(pad("case", 50) + pad("direct", 12) + pad("mqbridge", 12) + pad("stunnel", 12) + pad("ratio", 26) + "target")
+        print(String(repeating: "-", count: 126))
+        for row in table { print(pad(row[0], 50) + pad(row[1], 12) + pad(row[2], 12) + pad(row[3], 12) + pad(row[4], 26) + row[5]) }
+    }
+
+    func median(_ values: [Double]) -> Double {
+        let sorted = values.sorted()
+        return sorted.isEmpty ? 0 : sorted[sorted.count / 2]
+    }
+
+    func mosquittoVersion() -> String {
+        var major: Int32 = 0, minor: Int32 = 0, revision: Int32 = 0
+        mosquitto_lib_version(&major, &minor, &revision)
+        return "\(major).\(minor).\(revision)"
+    }
+}
+
+import CMosquitto
+
+/// Answers every request with a short body, keeping the connection open unless asked not to.
+final class HelloHandler: ChannelInboundHandler, Sendable {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard case .end = unwrapInboundIn(data) else { return }
+        var headers = HTTPHeaders()
+        headers.add(name: "Content-Length", value: "6")
+        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: headers))), promise: nil)
+        context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: "hello\n")))), promise: nil)
+        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+    }
+}
+
+/// Blocking HTTP/1.1 clients on threads, counting completed requests.
+enum HTTPLoad {
+    static func requestsPerSecond(port: Int, connections: Int, keepAlive: Bool, seconds: Double) throws -> Double {
+        let done = Atomic<Int>(0)
+        let stop = Atomic<Bool>(false)
+        let request = Array("GET /hello HTTP/1.1\r\nHost: bench\r\n\(keepAlive ? "" : "Connection: close\r\n")\r\n".utf8)
+        let threads = (0..<connections).map { _ in
+            Thread {
+                var fd: Int32 = -1
+                var buffer = [UInt8](repeating: 0, count: 4096)
+                while !stop.load(ordering: .relaxed) {
+                    if fd < 0 { fd = connectTo(port) }
+                    if fd < 0 { usleep(1000); continue }
+                    _ = request.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, 0) }
+                    // The response is small: headers plus "hello\n".
+                    var received = 0
+                    var complete = false
+                    while !complete {
+                        let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress! + received, $0.count - received, 0) }
+                        if n <= 0 { break }
+                        received += n
+                        complete = buffer[0..<received].starts(with: Array("HTTP/1.1 200".utf8)) && String(decoding: buffer[0..<received], as: UTF8.self).hasSuffix("hello\n")
+                    }
+                    if complete { done.wrappingAdd(1, ordering: .relaxed) }
+                    if !keepAlive || !complete {
+                        close(fd)
+                        fd = -1
+                    }
+                }
+                if fd >= 0 { close(fd) }
+            }
+        }
+        let start = monotonicNanoseconds()
+        threads.forEach { $0.start() }
+        usleep(UInt32(seconds * 1_000_000))
+        let count = done.load(ordering: .acquiring)
+        let elapsed = Double(monotonicNanoseconds() - start) / 1e9
+        stop.store(true, ordering: .relaxed)
+        while threads.contains(where: { !$0.isFinished }) { usleep(1000) }
+        return Double(count) / elapsed
+    }
+
+    static func connectTo(_ port: Int) -> Int32 {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var one: Int32 = 1
+        setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let ok = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 } }
+        if !ok { close(fd); return -1 }
+        return fd
+    }
+}
