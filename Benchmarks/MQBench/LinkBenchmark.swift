@@ -45,14 +45,9 @@ struct LinkBenchmark: ParsableCommand {
         let httpPort = http.localAddress!.port!
 
         // mqbridge: B owns the broker and the web server; A dials B.
-        let binary = TestEnvironment.mqbridgeBinary
-        for (site, name) in [("a", "site-a"), ("b", "site-b")] {
-            _ = try TestEnvironment.run([binary, "identity", "init", "--dir", path("\(site)/identity"), "--name", name])
-        }
-        func fingerprint(_ site: String) throws -> String {
-            let out = String(decoding: try TestEnvironment.run([binary, "identity", "show", "--dir", path("\(site)/identity")]).stdout, as: UTF8.self)
-            return String(out.split(separator: "\n").last!.dropFirst("fingerprint: ".count))
-        }
+        let fingerprints = ["a": try TestEnvironment.createIdentity(in: path("a/identity"), name: "site-a"),
+                            "b": try TestEnvironment.createIdentity(in: path("b/identity"), name: "site-b")]
+        func fingerprint(_ site: String) -> String { fingerprints[site]! }
         try "user bench\ntopic readwrite bench/#\n".write(toFile: path("b/acl.conf"), atomically: true, encoding: .utf8)
         try """
         identity: identity
@@ -61,7 +56,7 @@ struct LinkBenchmark: ParsableCommand {
           listen: 127.0.0.1:0
         peers:
           - name: site-a
-            fingerprint: \(try fingerprint("a"))
+            fingerprint: \(fingerprint("a"))
         services:
           - name: broker
             kind: mqtt
@@ -79,7 +74,7 @@ struct LinkBenchmark: ParsableCommand {
         identity: identity
         peers:
           - name: site-b
-            fingerprint: \(try fingerprint("b"))
+            fingerprint: \(fingerprint("b"))
             connect: 127.0.0.1:\(b.port(event: "link_listening")!)
         remote:
           - listen: 127.0.0.1:0
@@ -192,19 +187,7 @@ struct LinkBenchmark: ParsableCommand {
         for row in table { print(pad(row[0], 50) + pad(row[1], 12) + pad(row[2], 12) + pad(row[3], 12) + pad(row[4], 26) + row[5]) }
     }
 
-    func median(_ values: [Double]) -> Double {
-        let sorted = values.sorted()
-        return sorted.isEmpty ? 0 : sorted[sorted.count / 2]
-    }
-
-    func mosquittoVersion() -> String {
-        var major: Int32 = 0, minor: Int32 = 0, revision: Int32 = 0
-        mosquitto_lib_version(&major, &minor, &revision)
-        return "\(major).\(minor).\(revision)"
-    }
 }
-
-import CMosquitto
 
 /// Answers every request with a short body, keeping the connection open unless asked not to.
 final class HelloHandler: ChannelInboundHandler, Sendable {

@@ -112,18 +112,19 @@ struct ProxyBenchmark: ParsableCommand {
         return Double(after - before) / Double(count)
     }
 
-    func median(_ values: [Double]) -> Double {
-        let sorted = values.sorted()
-        return sorted.isEmpty ? 0 : sorted[sorted.count / 2]
-    }
-
-    func mosquittoVersion() -> String {
-        var major: Int32 = 0, minor: Int32 = 0, revision: Int32 = 0
-        mosquitto_lib_version(&major, &minor, &revision)
-        return "\(major).\(minor).\(revision)"
-    }
 }
 
 import CMosquitto
 
 func mosquitto_lib_init_once() { _ = mosquitto_lib_init() }
+
+func median(_ values: [Double]) -> Double {
+    let sorted = values.sorted()
+    return sorted.isEmpty ? 0 : sorted[sorted.count / 2]
+}
+
+func mosquittoVersion() -> String {
+    var major: Int32 = 0, minor: Int32 = 0, revision: Int32 = 0
+    mosquitto_lib_version(&major, &minor, &revision)
+    return "\(major).\(minor).\(revision)"
+}

@@ -103,13 +103,9 @@ struct NamespaceTests {
         }
         defer { lab.destroy() }
         let binary = TestEnvironment.mqbridgeBinary
-        for (site, name) in [("a", "site-a"), ("b", "site-b")] {
-            _ = try TestEnvironment.run([binary, "identity", "init", "--dir", lab.path("\(site)/identity"), "--name", name])
-        }
-        func fingerprint(_ site: String) throws -> String {
-            let out = String(decoding: try TestEnvironment.run([binary, "identity", "show", "--dir", lab.path("\(site)/identity")]).stdout, as: UTF8.self)
-            return String(out.split(separator: "\n").last!.dropFirst("fingerprint: ".count))
-        }
+        let fingerprints = ["a": try TestEnvironment.createIdentity(in: lab.path("a/identity"), name: "site-a"),
+                            "b": try TestEnvironment.createIdentity(in: lab.path("b/identity"), name: "site-b")]
+        func fingerprint(_ site: String) throws -> String { fingerprints[site]! }
         // Site B: broker and web server on its own loopback, mqbridge on the wire address.
         try "listener 1883 127.0.0.1\nlistener 1884 \(lab.addressB)\nallow_anonymous true\nlog_dest stdout\n".write(toFile: lab.path("mosquitto.conf"), atomically: true, encoding: .utf8)
         let broker = try lab.spawn(lab.nsB, ["mosquitto", "-c", lab.path("mosquitto.conf")], log: "mosquitto.log")

@@ -36,18 +36,14 @@ struct TwoSiteLab {
         }
         guard let port else { throw TestError("http_service.py did not report its port: \(http.log)") }
         httpPort = port
-        for (site, name) in [("a", "site-a"), ("b", "site-b")] {
-            let r = try TestEnvironment.run([TestEnvironment.mqbridgeBinary, "identity", "init", "--dir", path("\(site)/identity"), "--name", name])
-            guard r.status == 0 else { throw TestError("identity init: \(r.stderr)") }
-        }
+        fingerprints = ["a": try TestEnvironment.createIdentity(in: directory.appendingPathComponent("a/identity").path, name: "site-a"),
+                        "b": try TestEnvironment.createIdentity(in: directory.appendingPathComponent("b/identity").path, name: "site-b")]
     }
 
     func path(_ relative: String) -> String { directory.appendingPathComponent(relative).path }
 
-    func fingerprint(_ site: String) throws -> String {
-        let r = try TestEnvironment.run([TestEnvironment.mqbridgeBinary, "identity", "show", "--dir", path("\(site)/identity")])
-        return String(String(decoding: r.stdout, as: UTF8.self).split(separator: "\n").last!.dropFirst("fingerprint: ".count))
-    }
+    var fingerprints: [String: String] = [:]
+    func fingerprint(_ site: String) throws -> String { fingerprints[site]! }
 
     /// Starts B (listening on a free port), then A dialing it.
     mutating func start(linkPort fixed: Int? = nil) throws {

@@ -99,3 +99,15 @@ extension TestEnvironment {
         return (result.status, String(decoding: result.stdout, as: UTF8.self), result.stderr)
     }
 }
+
+extension TestEnvironment {
+    /// `mqbridge identity init` in `directory`, returning the printed fingerprint (`SHA256:…`).
+    @discardableResult
+    public static func createIdentity(in directory: String, name: String) throws -> String {
+        let created = try run([mqbridgeBinary, "identity", "init", "--dir", directory, "--name", name])
+        guard created.status == 0 else { throw TestError("identity init \(name): \(created.stderr)") }
+        let shown = String(decoding: try run([mqbridgeBinary, "identity", "show", "--dir", directory]).stdout, as: UTF8.self)
+        guard let line = shown.split(separator: "\n").first(where: { $0.hasPrefix("fingerprint: ") }) else { throw TestError("no fingerprint shown") }
+        return String(line.dropFirst("fingerprint: ".count))
+    }
+}
