@@ -1,0 +1,351 @@
+import Foundation
+import NIOConcurrencyHelpers
+public import NIOCore
+
+/// The outbound relay queue of one peer: an append-only log on disk.
+///
+/// Why a log of our own: every embedded store on the allowed dependency list is absent, and the
+/// access pattern is exactly a log — append in order, acknowledge mostly in order, replay on
+/// start. Records are `length (4) | CRC-32 (4) | type (1) | body`; a torn or corrupt tail
+/// (power loss mid-write) is detected by length/CRC and cut off at recovery.
+///
+/// Group commit: appends go to an in-memory batch; a writer thread writes the batch, fsyncs,
+/// and only then completes the appenders' futures — the caller acknowledges the message to
+/// its broker after that. One fsync covers every message that arrived meanwhile, which is what
+/// makes durable QoS 1 fast.
+///
+/// Segments rotate at `segmentSize`; a segment whose messages are all acknowledged is deleted.
+public final class DurableQueue: @unchecked Sendable {
+    public struct Configuration: Sendable {
+        public var directory: String
+        /// Bound on queued (unacknowledged) bytes; beyond it `append` refuses.
+        public var maximumBytes: Int
+        public var segmentSize: Int
+        /// Longest time the writer waits to gather a batch before syncing.
+        public var maximumBatchDelay: TimeAmount
+
+        public init(directory: String, maximumBytes: Int = 256 << 20, segmentSize: Int = 16 << 20, maximumBatchDelay: TimeAmount = .milliseconds(2)) {
+            self.directory = directory
+            self.maximumBytes = maximumBytes
+            self.segmentSize = segmentSize
+            self.maximumBatchDelay = maximumBatchDelay
+        }
+    }
+
+    public enum AppendError: Error, Sendable, Equatable {
+        case full
+        case closed
+        case io(String)
+    }
+
+    private enum RecordType: UInt8 {
+        case message = 1
+        case acknowledgement = 2
+        /// The next sequence at the time a segment was started: keeps numbering monotonic
+        /// even when every earlier segment has been deleted.
+        case sequenceFloor = 3
+    }
+
+    private struct PendingWrite {
+        var bytes: ByteBuffer
+        var promise: EventLoopPromise<Void>?
+        /// For message records: which sequence, so the writer can note its segment.
+        var sequence: UInt64?
+    }
+
+    private struct State {
+        var nextSequence: UInt64 = 1
+        /// Unacknowledged messages, in sequence order.
+        var pending: [UInt64: RelayMessage] = [:]
+        var order: [UInt64] = []
+        var orderStart = 0
+        var queuedBytes = 0
+        var batch: [PendingWrite] = []
+        var closed = false
+        /// Segment number of each pending sequence, and pending count per segment.
+        var segmentOf: [UInt64: Int] = [:]
+        var pendingPerSegment: [Int: Int] = [:]
+        var currentSegment = 0
+        var currentSegmentBytes = 0
+    }
+
+    public let configuration: Configuration
+    /// Random, fixed for the life of this queue directory: with the sequence it names a
+    /// message uniquely even if the directory is wiped and numbering restarts.
+    public let epoch: UInt64
+    private let state: NIOLockedValueBox<State>
+    private let wakeWriter = ConditionLock(value: 0)
+    private var writer: Thread?
+    private var fileHandle: Int32 = -1
+
+    /// Opens (or creates) the queue, recovering what was on disk.
+    public init(configuration: Configuration) throws {
+        self.configuration = configuration
+        try FileManager.default.createDirectory(atPath: configuration.directory, withIntermediateDirectories: true)
+        let epochPath = URL(fileURLWithPath: configuration.directory).appendingPathComponent("epoch").path
+        if let text = try? String(contentsOfFile: epochPath, encoding: .utf8), let value = UInt64(text.trimmingCharacters(in: .whitespacesAndNewlines)) {
+            epoch = value
+        } else {
+            epoch = UInt64.random(in: 1...UInt64.max)
+            try "\(epoch)\n".write(toFile: epochPath, atomically: true, encoding: .utf8)
+        }
+        var recovered = State()
+        var floor: UInt64 = 1
+        let segments = try Self.segmentNumbers(in: configuration.directory)
+        var acknowledged = Set<UInt64>()
+        var messages: [(Int, RelayMessage)] = []
+        for segment in segments {
+            let path = Self.segmentPath(configuration.directory, segment)
+            guard let data = FileManager.default.contents(atPath: path) else { continue }
+            var buffer = ByteBuffer(bytes: data)
+            var validEnd = 0
+            while buffer.readableBytes >= 9 {
+                let start = buffer.readerIndex
+                let length = Int(buffer.getInteger(at: start, as: UInt32.self)!)
+                let crc = buffer.getInteger(at: start + 4, as: UInt32.self)!
+                guard length >= 1, buffer.readableBytes >= 8 + length, var body = buffer.getSlice(at: start + 8, length: length),
+                      CRC32.checksum(body.readableBytesView) == crc else { break }
+                buffer.moveReaderIndex(forwardBy: 8 + length)
+                validEnd = buffer.readerIndex
+                let type = body.readInteger(as: UInt8.self)
+                switch type.flatMap(RecordType.init(rawValue:)) {
+                case .message:
+                    if let message = RelayMessage.read(from: &body) { messages.append((segment, message)) }
+                case .acknowledgement:
+                    while let sequence = body.readInteger(as: UInt64.self) {
+                        acknowledged.insert(sequence)
+                        floor = max(floor, sequence + 1)
+                    }
+                case .sequenceFloor:
+                    if let value = body.readInteger(as: UInt64.self) { floor = max(floor, value) }
+                case nil:
+                    break
+                }
+            }
+            if validEnd < data.count {
+                // A torn tail: keep what is whole.
+                truncate(path, off_t(validEnd))
+            }
+            recovered.currentSegment = segment
+            recovered.currentSegmentBytes = validEnd
+        }
+        for (segment, message) in messages where !acknowledged.contains(message.sequence) && recovered.pending[message.sequence] == nil {
+            recovered.pending[message.sequence] = message
+            recovered.order.append(message.sequence)
+            recovered.queuedBytes += message.encodedSize
+            recovered.segmentOf[message.sequence] = segment
+            recovered.pendingPerSegment[segment, default: 0] += 1
+        }
+        recovered.order.sort()
+        recovered.nextSequence = max(floor, (messages.map(\.1.sequence).max() ?? 0) + 1)
+        // Fully acknowledged old segments can go now.
+        for segment in segments where segment != recovered.currentSegment && recovered.pendingPerSegment[segment] == nil {
+            unlink(Self.segmentPath(configuration.directory, segment))
+        }
+        state = NIOLockedValueBox(recovered)
+        try openSegment(recovered.currentSegment)
+        // Start every run with a floor record, so numbering never goes back.
+        var floorRecord = ByteBuffer()
+        floorRecord.writeInteger(RecordType.sequenceFloor.rawValue)
+        floorRecord.writeInteger(recovered.nextSequence)
+        state.withLockedValue { $0.batch.append(PendingWrite(bytes: floorRecord, promise: nil, sequence: nil)) }
+        let thread = Thread { [weak self] in self?.writerLoop() }
+        thread.name = "mqbridge-queue"
+        writer = thread
+        thread.start()
+    }
+
+    deinit { close() }
+
+    private static func segmentNumbers(in directory: String) throws -> [Int] {
+        try FileManager.default.contentsOfDirectory(atPath: directory)
+            .compactMap { $0.hasSuffix(".log") ? Int($0.dropLast(4)) : nil }
+            .sorted()
+    }
+
+    private static func segmentPath(_ directory: String, _ number: Int) -> String {
+        URL(fileURLWithPath: directory).appendingPathComponent(String(format: "%08d.log", number)).path
+    }
+
+    private func openSegment(_ number: Int) throws {
+        let fd = open(Self.segmentPath(configuration.directory, number), O_WRONLY | O_CREAT | O_APPEND, 0o600)
+        guard fd >= 0 else { throw AppendError.io("cannot open queue segment: \(String(cString: strerror(errno)))") }
+        if fileHandle >= 0 { Glibc.close(fileHandle) }
+        fileHandle = fd
+    }
+
+    // MARK: API
+
+    /// Number of unacknowledged messages and their bytes.
+    public var depth: (messages: Int, bytes: Int) { state.withLockedValue { ($0.pending.count, $0.queuedBytes) } }
+
+    /// Queues a message; the future completes once it is on disk (fsync). The sequence is
+    /// assigned here. Refuses with `.full` beyond `maximumBytes`.
+    public func append(_ message: RelayMessage, on eventLoop: any EventLoop) -> (UInt64, EventLoopFuture<Void>) {
+        let promise = eventLoop.makePromise(of: Void.self)
+        let result: Result<UInt64, AppendError> = state.withLockedValue { state in
+            guard !state.closed else { return .failure(.closed) }
+            guard state.queuedBytes + message.encodedSize <= configuration.maximumBytes else { return .failure(.full) }
+            var message = message
+            message.sequence = state.nextSequence
+            state.nextSequence += 1
+            state.pending[message.sequence] = message
+            state.order.append(message.sequence)
+            state.queuedBytes += message.encodedSize
+            var record = ByteBuffer()
+            record.writeInteger(RecordType.message.rawValue)
+            message.write(to: &record)
+            state.batch.append(PendingWrite(bytes: record, promise: promise, sequence: message.sequence))
+            return .success(message.sequence)
+        }
+        switch result {
+        case .success(let sequence):
+            wakeWriter.lock()
+            wakeWriter.unlock(withValue: 1)
+            return (sequence, promise.futureResult)
+        case .failure(let error):
+            promise.fail(error)
+            return (0, promise.futureResult)
+        }
+    }
+
+    /// Marks messages delivered (their remote broker acknowledged them). Written lazily: a
+    /// lost acknowledgement only means a resend, which QoS 1 allows and the receiver dedups.
+    public func acknowledge(_ sequences: [UInt64]) {
+        guard !sequences.isEmpty else { return }
+        state.withLockedValue { state in
+            var record = ByteBuffer()
+            record.writeInteger(RecordType.acknowledgement.rawValue)
+            for sequence in sequences {
+                guard let message = state.pending.removeValue(forKey: sequence) else { continue }
+                state.queuedBytes -= message.encodedSize
+                record.writeInteger(sequence)
+                if let segment = state.segmentOf.removeValue(forKey: sequence) {
+                    state.pendingPerSegment[segment, default: 1] -= 1
+                    if state.pendingPerSegment[segment] == 0 { state.pendingPerSegment[segment] = nil }
+                }
+            }
+            if record.readableBytes > 1 { state.batch.append(PendingWrite(bytes: record, promise: nil, sequence: nil)) }
+            while state.orderStart < state.order.count && state.pending[state.order[state.orderStart]] == nil { state.orderStart += 1 }
+            if state.orderStart > 4096 {
+                state.order.removeFirst(state.orderStart)
+                state.orderStart = 0
+            }
+        }
+        wakeWriter.lock()
+        wakeWriter.unlock(withValue: 1)
+    }
+
+    /// Unacknowledged messages with a sequence above `after`, oldest first, at most `limit`.
+    public func pending(after: UInt64, limit: Int) -> [RelayMessage] {
+        state.withLockedValue { state in
+            var result: [RelayMessage] = []
+            var index = state.orderStart
+            while index < state.order.count && result.count < limit {
+                let sequence = state.order[index]
+                if sequence > after, let message = state.pending[sequence] { result.append(message) }
+                index += 1
+            }
+            return result
+        }
+    }
+
+    public func close() {
+        let wasOpen = state.withLockedValue { state -> Bool in
+            defer { state.closed = true }
+            return !state.closed
+        }
+        guard wasOpen else { return }
+        wakeWriter.lock()
+        wakeWriter.unlock(withValue: 2)
+        while let writer, !writer.isFinished { usleep(1000) }
+        if fileHandle >= 0 { Glibc.close(fileHandle) }
+        fileHandle = -1
+    }
+
+    // MARK: Writer
+
+    private func writerLoop() {
+        while true {
+            if wakeWriter.lock(whenValue: 1, timeoutSeconds: 0.1) { wakeWriter.unlock(withValue: 0) }
+            // Let a burst gather into one batch.
+            usleep(UInt32(max(0, configuration.maximumBatchDelay.nanoseconds / 1000)))
+            let (batch, closed) = state.withLockedValue { state -> ([PendingWrite], Bool) in
+                defer { state.batch.removeAll(keepingCapacity: true) }
+                return (state.batch, state.closed)
+            }
+            if !batch.isEmpty { flush(batch) }
+            if closed { return }
+        }
+    }
+
+    private func flush(_ batch: [PendingWrite]) {
+        var out = ByteBuffer()
+        for write in batch {
+            out.writeInteger(UInt32(write.bytes.readableBytes))
+            out.writeInteger(CRC32.checksum(write.bytes.readableBytesView))
+            out.writeImmutableBuffer(write.bytes)
+        }
+        var failure: String?
+        out.withUnsafeReadableBytes { bytes in
+            var offset = 0
+            while offset < bytes.count {
+                let n = Glibc.write(fileHandle, bytes.baseAddress! + offset, bytes.count - offset)
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    failure = String(cString: strerror(errno))
+                    return
+                }
+                offset += n
+            }
+        }
+        if failure == nil && fsync(fileHandle) != 0 { failure = String(cString: strerror(errno)) }
+        // The records are in the current segment: note it for every message still pending
+        // (one acknowledged meanwhile needs no note), before any rotation.
+        let rotateTo: Int? = state.withLockedValue { state in
+            for write in batch {
+                guard let sequence = write.sequence, state.pending[sequence] != nil else { continue }
+                state.segmentOf[sequence] = state.currentSegment
+                state.pendingPerSegment[state.currentSegment, default: 0] += 1
+            }
+            state.currentSegmentBytes += out.readableBytes
+            guard state.currentSegmentBytes >= configuration.segmentSize else { return nil }
+            state.currentSegment += 1
+            state.currentSegmentBytes = 0
+            var floorRecord = ByteBuffer()
+            floorRecord.writeInteger(RecordType.sequenceFloor.rawValue)
+            floorRecord.writeInteger(state.nextSequence)
+            state.batch.insert(PendingWrite(bytes: floorRecord, promise: nil, sequence: nil), at: 0)
+            return state.currentSegment
+        }
+        for write in batch {
+            if let failure { write.promise?.fail(AppendError.io(failure)) } else { write.promise?.succeed() }
+        }
+        if let rotateTo { try? openSegment(rotateTo) }
+        deleteAcknowledgedSegments()
+    }
+
+    /// Removes segments (other than the current one) with nothing left to deliver.
+    private func deleteAcknowledgedSegments() {
+        let (current, busy) = state.withLockedValue { ($0.currentSegment, Set($0.pendingPerSegment.keys)) }
+        guard let segments = try? Self.segmentNumbers(in: configuration.directory) else { return }
+        for segment in segments where segment < current && !busy.contains(segment) {
+            unlink(Self.segmentPath(configuration.directory, segment))
+        }
+    }
+}
+
+/// CRC-32 (IEEE 802.3), table-driven: torn-write detection for queue records.
+enum CRC32 {
+    static let table: [UInt32] = (0..<256).map { i -> UInt32 in
+        var c = UInt32(i)
+        for _ in 0..<8 { c = c & 1 != 0 ? 0xEDB8_8320 ^ (c >> 1) : c >> 1 }
+        return c
+    }
+
+    static func checksum<C: Collection>(_ bytes: C) -> UInt32 where C.Element == UInt8 {
+        var crc: UInt32 = 0xFFFF_FFFF
+        for byte in bytes { crc = table[Int((crc ^ UInt32(byte)) & 0xFF)] ^ (crc >> 8) }
+        return crc ^ 0xFFFF_FFFF
+    }
+}

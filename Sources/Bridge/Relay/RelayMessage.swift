@@ -1,0 +1,62 @@
+public import NIOCore
+
+/// A message crossing the relay: what is queued on disk and sent over the link.
+public struct RelayMessage: Sendable, Equatable {
+    /// Per-peer sequence number, assigned when the message is queued.
+    public var sequence: UInt64
+    public var topic: String
+    public var qos: UInt8
+    public var retain: Bool
+    /// MQTT 5.0 properties to carry (user properties, content type, correlation data,
+    /// response topic, payload format, message expiry), already remapped; the raw property
+    /// block without its length.
+    public var properties: ByteBuffer
+    public var payload: ByteBuffer
+    /// When the message was queued (milliseconds since the epoch), for max age.
+    public var queuedAt: UInt64
+    /// Message expiry (seconds) from 5.0, 0 if none: dropped once exceeded.
+    public var expirySeconds: UInt32
+
+    public init(sequence: UInt64, topic: String, qos: UInt8, retain: Bool, properties: ByteBuffer = ByteBuffer(), payload: ByteBuffer,
+                queuedAt: UInt64, expirySeconds: UInt32 = 0) {
+        self.sequence = sequence
+        self.topic = topic
+        self.qos = qos
+        self.retain = retain
+        self.properties = properties
+        self.payload = payload
+        self.queuedAt = queuedAt
+        self.expirySeconds = expirySeconds
+    }
+
+    /// Bytes on disk and on the wire (without framing).
+    public var encodedSize: Int { 8 + 2 + topic.utf8.count + 1 + 1 + 4 + properties.readableBytes + 4 + payload.readableBytes + 8 + 4 }
+
+    public func write(to buffer: inout ByteBuffer) {
+        buffer.writeInteger(sequence)
+        buffer.writeInteger(UInt16(topic.utf8.count))
+        buffer.writeString(topic)
+        buffer.writeInteger(qos)
+        buffer.writeInteger(UInt8(retain ? 1 : 0))
+        buffer.writeInteger(UInt32(properties.readableBytes))
+        buffer.writeImmutableBuffer(properties)
+        buffer.writeInteger(UInt32(payload.readableBytes))
+        buffer.writeImmutableBuffer(payload)
+        buffer.writeInteger(queuedAt)
+        buffer.writeInteger(expirySeconds)
+    }
+
+    public static func read(from buffer: inout ByteBuffer) -> RelayMessage? {
+        guard let sequence = buffer.readInteger(as: UInt64.self),
+              let topicLength = buffer.readInteger(as: UInt16.self),
+              let topicBytes = buffer.readBytes(length: Int(topicLength)), let topic = String(validating: topicBytes, as: UTF8.self),
+              let qos = buffer.readInteger(as: UInt8.self), qos <= 2,
+              let retain = buffer.readInteger(as: UInt8.self),
+              let propertiesLength = buffer.readInteger(as: UInt32.self), let properties = buffer.readSlice(length: Int(propertiesLength)),
+              let payloadLength = buffer.readInteger(as: UInt32.self), let payload = buffer.readSlice(length: Int(payloadLength)),
+              let queuedAt = buffer.readInteger(as: UInt64.self),
+              let expiry = buffer.readInteger(as: UInt32.self) else { return nil }
+        return RelayMessage(sequence: sequence, topic: topic, qos: qos, retain: retain != 0, properties: properties, payload: payload,
+                            queuedAt: queuedAt, expirySeconds: expiry)
+    }
+}

@@ -1,0 +1,108 @@
+@testable import Bridge
+import Foundation
+import NIOCore
+import NIOPosix
+import Testing
+
+@Suite("DurableQueue")
+struct DurableQueueTests {
+    let loop = MultiThreadedEventLoopGroup.singleton.next()
+
+    func directory() -> String { FileManager.default.temporaryDirectory.appendingPathComponent("mqbridge-queue-\(UUID().uuidString)").path }
+
+    func message(_ i: Int, size: Int = 16) -> RelayMessage {
+        RelayMessage(sequence: 0, topic: "t/\(i)", qos: 1, retain: i % 2 == 0, payload: ByteBuffer(repeating: UInt8(i & 0xFF), count: size), queuedAt: 1)
+    }
+
+    @Test("Appended messages survive reopening; acknowledged ones do not come back")
+    func recovery() async throws {
+        let dir = directory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var queue: DurableQueue? = try DurableQueue(configuration: .init(directory: dir))
+        var sequences: [UInt64] = []
+        for i in 0..<100 {
+            let (sequence, written) = queue!.append(message(i), on: loop)
+            sequences.append(sequence)
+            if i == 99 { try await written.get() }
+        }
+        #expect(sequences == Array(1...100))
+        queue!.acknowledge(Array(sequences[0..<60]))
+        try await Task.sleep(for: .milliseconds(200))
+        let epoch = queue!.epoch
+        queue!.close()
+        queue = nil
+        let reopened = try DurableQueue(configuration: .init(directory: dir))
+        #expect(reopened.epoch == epoch)
+        let pending = reopened.pending(after: 0, limit: 1000)
+        #expect(pending.map(\.sequence) == Array(61...100))
+        #expect(pending.first?.topic == "t/60")
+        #expect(pending.first?.payload == ByteBuffer(repeating: 60, count: 16))
+        #expect(pending.first?.retain == true)
+        // Numbering continues after the highest sequence ever used.
+        let (next, _) = reopened.append(message(1), on: loop)
+        #expect(next == 101)
+        reopened.close()
+    }
+
+    @Test("Numbering never restarts, even when everything was acknowledged and segments deleted")
+    func monotonic() async throws {
+        let dir = directory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var queue: DurableQueue? = try DurableQueue(configuration: .init(directory: dir, segmentSize: 4096))
+        var last: UInt64 = 0
+        for i in 0..<500 {
+            let (sequence, written) = queue!.append(message(i, size: 100), on: loop)
+            try await written.get()
+            queue!.acknowledge([sequence])
+            last = sequence
+        }
+        try await Task.sleep(for: .milliseconds(200))
+        queue!.close()
+        queue = nil
+        let segments = try FileManager.default.contentsOfDirectory(atPath: dir).filter { $0.hasSuffix(".log") }
+        #expect(segments.count <= 2, "acknowledged segments are deleted: \(segments)")
+        let reopened = try DurableQueue(configuration: .init(directory: dir, segmentSize: 4096))
+        #expect(reopened.pending(after: 0, limit: 10).isEmpty)
+        let (next, _) = reopened.append(message(0), on: loop)
+        #expect(next == last + 1)
+        reopened.close()
+    }
+
+    @Test("A torn tail (half a record) is cut off at recovery; whole records survive")
+    func tornTail() async throws {
+        let dir = directory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let queue = try DurableQueue(configuration: .init(directory: dir))
+        for i in 0..<10 {
+            let (_, written) = queue.append(message(i), on: loop)
+            try await written.get()
+        }
+        queue.close()
+        let segment = URL(fileURLWithPath: dir).appendingPathComponent("00000000.log")
+        var data = try Data(contentsOf: segment)
+        data.append(contentsOf: [40, 0, 0, 0, 1, 2, 3, 4, 1, 9, 9])  // a record that never finished
+        try data.write(to: segment)
+        let reopened = try DurableQueue(configuration: .init(directory: dir))
+        #expect(reopened.pending(after: 0, limit: 100).map(\.sequence) == Array(1...10))
+        let (next, written) = reopened.append(message(10), on: loop)
+        try await written.get()
+        #expect(next == 11)
+        reopened.close()
+        #expect(try DurableQueue(configuration: .init(directory: dir)).pending(after: 0, limit: 100).count == 11)
+    }
+
+    @Test("Beyond maximumBytes an append is refused (the caller then does not acknowledge to the broker)")
+    func full() async throws {
+        let dir = directory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let queue = try DurableQueue(configuration: .init(directory: dir, maximumBytes: 1000))
+        var refused = 0
+        for i in 0..<50 {
+            let (_, written) = queue.append(message(i, size: 100), on: loop)
+            do { try await written.get() } catch let error as DurableQueue.AppendError { if error == .full { refused += 1 } }
+        }
+        #expect(queue.depth.bytes <= 1000)
+        #expect(refused > 30)
+        queue.close()
+    }
+}
