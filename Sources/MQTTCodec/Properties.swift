@@ -417,3 +417,15 @@ extension PacketReader {
         }
     }
 }
+
+extension Properties {
+    /// Reads a whole property block as `write(to:)` produced it (length prefix included), with
+    /// the same checks as inside a packet. For carrying a PUBLISH's properties elsewhere (the
+    /// relay stores them on disk and sends them to a peer).
+    public static func decode(block: ByteBuffer, context: PropertyContext, options: DecodingOptions = .strict) throws(MQTTCodecError) -> Properties {
+        var reader = PacketReader(block, packet: .publish, options: options)
+        let properties = try reader.readProperties(context)
+        guard reader.isAtEnd else { throw .malformed("\(context).properties", "bytes after the property block", spec: "MQTT-2.2.2-1") }
+        return properties
+    }
+}

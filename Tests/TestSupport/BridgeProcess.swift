@@ -76,7 +76,12 @@ public final class BridgeProcess: @unchecked Sendable {
 
     public func stop() {
         process.stop()
-        try? FileManager.default.removeItem(at: directory)
+        // MQBRIDGE_KEEP_LOGS=1 keeps the log for a post-mortem.
+        if ProcessInfo.processInfo.environment["MQBRIDGE_KEEP_LOGS"] != nil {
+            print("kept mqbridge log: \(directory.appendingPathComponent("mqbridge.log").path)")
+        } else {
+            try? FileManager.default.removeItem(at: directory)
+        }
     }
 
     deinit { process.stop(grace: 2) }

@@ -1,6 +1,7 @@
 import Foundation
 public import Logging
 import NIOCore
+import TopicACL
 import Yams
 
 /// Everything `mqbridge run` needs, from one YAML file or from command-line flags.
@@ -25,6 +26,11 @@ import Yams
 /// - `services` (list): what peers may reach here: `name`, `kind` (`mqtt` or `tcp`), `target`
 ///   (host:port), `peers` (list of peer names allowed; required).
 /// - `remote` (list): local listeners to a peer's service: `listen`, `peer`, `service`.
+/// - `relay` (mapping, optional): topic relay with peers — `broker` (host:port, required),
+///   `protocol` (`3.1.1` default, or `5`), `client_id`, `username`, `queue_dir` (default
+///   `relay-queue`), `max_queue_bytes`, `max_age`, `replay_rate`, `when_full` (`block` or
+///   `drop_oldest`), `rules` (list of `peer`, `filter`, `direction` in/out/both, `qos`,
+///   `local_prefix`, `remote_prefix`).
 public struct BridgeConfiguration: Sendable {
     /// The file it was read from, if any.
     public var source: String?
@@ -38,9 +44,11 @@ public struct BridgeConfiguration: Sendable {
     public var threads: Int?
     /// The link to paired sites, if configured.
     public var link: LinkConfiguration?
+    /// The topic relay with paired sites, if configured.
+    public var relay: RelayConfiguration?
 
     public init(source: String? = nil, logLevel: Logger.Level = .info, metrics: HostPort? = nil, aclPath: String?, proxies: [ProxyConfiguration],
-                threads: Int? = nil, link: LinkConfiguration? = nil) {
+                threads: Int? = nil, link: LinkConfiguration? = nil, relay: RelayConfiguration? = nil) {
         self.source = source
         self.logLevel = logLevel
         self.metrics = metrics
@@ -48,9 +56,10 @@ public struct BridgeConfiguration: Sendable {
         self.proxies = proxies
         self.threads = threads
         self.link = link
+        self.relay = relay
     }
 
-    static let topLevelKeys = ["log_level", "metrics", "acl", "allow_anonymous", "threads", "proxies", "identity", "link", "peers", "services", "remote"]
+    static let topLevelKeys = ["log_level", "metrics", "acl", "allow_anonymous", "threads", "proxies", "identity", "link", "peers", "services", "remote", "relay"]
     static let proxyKeys = ["name", "listen", "broker", "connect_timeout", "max_packet_size", "max_connect_packet_size", "max_connections", "drain_timeout"]
 
     /// Parses the YAML text of `file`. Paths in it are resolved against the file's directory.
@@ -77,6 +86,7 @@ public struct BridgeConfiguration: Sendable {
         var threads: Int?
         var proxies: [ProxyConfiguration] = []
         var link: LinkConfiguration?
+        var relay: RelayConfiguration?
         if let top = reader.mapping(root, at: "", known: Self.topLevelKeys) {
             if let (_, node) = top["log_level"], let text = reader.string(node, "log_level") {
                 if let level = Logger.Level(rawValue: text.lowercased()) { logLevel = level } else {
@@ -98,11 +108,18 @@ public struct BridgeConfiguration: Sendable {
                 }
             }
             link = Self.link(top, root: root, directory: directory, reader: &reader)
-            let hasMQTTService = link?.services.contains { $0.kind == .mqtt } ?? false
-            if aclPath == nil && (!proxies.isEmpty || hasMQTTService) {
-                reader.fail(root, "acl", "missing", fix: "add `acl: <path to a mosquitto acl_file>` (proxies and mqtt services enforce it)")
+            if let (_, node) = top["relay"] {
+                relay = Self.relay(node, link: link, directory: directory, reader: &reader)
+                if link == nil {
+                    reader.fail(node, "relay", "a relay needs paired peers", fix: "add `identity:` and `peers:` (or pair with `mqbridge pair`)")
+                }
             }
-            if proxies.isEmpty && (link?.services.isEmpty ?? true) && (link?.remotes.isEmpty ?? true) {
+            let hasMQTTService = link?.services.contains { $0.kind == .mqtt } ?? false
+            let acceptsRelay = relay?.rules.contains { $0.direction != .out } ?? false
+            if aclPath == nil && (!proxies.isEmpty || hasMQTTService || acceptsRelay) {
+                reader.fail(root, "acl", "missing", fix: "add `acl: <path to a mosquitto acl_file>` (proxies, mqtt services and relay `in` rules enforce it)")
+            }
+            if proxies.isEmpty && (link?.services.isEmpty ?? true) && (link?.remotes.isEmpty ?? true) && relay == nil {
                 reader.fail(root, "proxies", "nothing to do", fix: "add `proxies:` (local MQTT clients), or `services:` / `remote:` for a paired site")
             }
             var seen: [HostPort: Int] = [:]
@@ -114,7 +131,7 @@ public struct BridgeConfiguration: Sendable {
             }
         }
         if !reader.errors.isEmpty { throw ConfigErrors(errors: reader.errors) }
-        self.init(source: file, logLevel: logLevel, metrics: metrics, aclPath: aclPath, proxies: proxies, threads: threads, link: link)
+        self.init(source: file, logLevel: logLevel, metrics: metrics, aclPath: aclPath, proxies: proxies, threads: threads, link: link, relay: relay)
     }
 
     static func resolve(_ path: String, _ directory: URL) -> String {
@@ -200,6 +217,9 @@ public struct BridgeConfiguration: Sendable {
                     reader.fail(item, "\(key).peers", "missing", fix: "list the peers allowed to use this service (nobody is by default)")
                 }
                 if name == nil { reader.fail(item, "\(key).name", "missing", fix: "add `name: <service name>`") }
+                if let name, name.hasPrefix("_") {
+                    reader.fail(map["name"]?.value, "\(key).name", "names starting with '_' are reserved (the relay uses _relay)", fix: "rename the service")
+                }
                 if target == nil && map["target"] == nil { reader.fail(item, "\(key).target", "missing", fix: "add `target: host:port` (where this site connects for the peer)") }
                 let kind = kindText.flatMap(ServiceConfiguration.Kind.init(rawValue:))
                 if kind == nil { reader.fail(map["kind"]?.value ?? item, "\(key).kind", kindText.map { "\"\($0)\" is not mqtt or tcp" } ?? "missing", fix: "write `kind: mqtt` or `kind: tcp`") }
@@ -227,6 +247,88 @@ public struct BridgeConfiguration: Sendable {
             }
         }
         return configuration
+    }
+
+    static let relayKeys = ["broker", "protocol", "client_id", "username", "queue_dir", "max_queue_bytes", "max_age", "replay_rate", "when_full", "rules"]
+    static let relayRuleKeys = ["peer", "filter", "direction", "qos", "local_prefix", "remote_prefix"]
+
+    private static func relay(_ node: Node, link: LinkConfiguration?, directory: URL, reader: inout ConfigReader) -> RelayConfiguration? {
+        guard let map = reader.mapping(node, at: "relay", known: relayKeys) else { return nil }
+        var broker: HostPort?
+        if let (_, n) = map["broker"] { broker = reader.hostPort(n, "relay.broker") } else {
+            reader.fail(node, "relay.broker", "missing", fix: "add `broker: 127.0.0.1:1883` (the local broker the relay subscribes to and publishes at)")
+        }
+        var configuration = RelayConfiguration(broker: broker ?? HostPort(host: "", port: 0), clientID: "",
+                                               queueDirectory: resolve("relay-queue", directory), rules: [])
+        if let (_, n) = map["protocol"], let text = reader.string(n, "relay.protocol") {
+            switch text {
+            case "3.1.1", "4": configuration.protocolLevel = 4
+            case "5", "5.0": configuration.protocolLevel = 5
+            default: reader.fail(n, "relay.protocol", "\"\(text)\" is not an MQTT version the relay speaks", fix: "write `protocol: 3.1.1` or `protocol: 5`")
+            }
+        }
+        if let (_, n) = map["client_id"], let text = reader.string(n, "relay.client_id") {
+            if text.isEmpty || text.utf8.count > 65535 { reader.fail(n, "relay.client_id", "must be 1 to 65535 bytes", fix: "write a client id unique at the broker") }
+            configuration.clientID = text
+        }
+        if let (_, n) = map["username"] { configuration.username = reader.string(n, "relay.username") }
+        if let (_, n) = map["queue_dir"], let text = reader.string(n, "relay.queue_dir") { configuration.queueDirectory = resolve(text, directory) }
+        if let (_, n) = map["max_queue_bytes"], let v = reader.integer(n, "relay.max_queue_bytes", range: 65536...(1 << 40)) { configuration.maximumQueueBytes = v }
+        if let (_, n) = map["max_age"], let d = reader.duration(n, "relay.max_age") { configuration.maximumAge = .nanoseconds(d.nanoseconds) }
+        if let (_, n) = map["replay_rate"], let v = reader.integer(n, "relay.replay_rate", range: 1...10_000_000) { configuration.replayRate = v }
+        if let (_, n) = map["when_full"], let text = reader.string(n, "relay.when_full") {
+            if let policy = RelayConfiguration.WhenFull(rawValue: text) { configuration.whenFull = policy } else {
+                reader.fail(n, "relay.when_full", "\"\(text)\" is not a policy", fix: "write `when_full: block` (hold messages at the broker) or `when_full: drop_oldest`")
+            }
+        }
+        let peerNames = Set(link?.peers.map(\.name) ?? [])
+        if let (_, n) = map["rules"], let items = reader.sequence(n, "relay.rules") {
+            for (index, item) in items.enumerated() {
+                let key = "relay.rules[\(index)]"
+                guard let rule = reader.mapping(item, at: key, known: relayRuleKeys) else { continue }
+                let peer = rule["peer"].flatMap { reader.string($0.value, "\(key).peer") }
+                let filter = rule["filter"].flatMap { reader.string($0.value, "\(key).filter") }
+                if rule["peer"] == nil { reader.fail(item, "\(key).peer", "missing", fix: "name the paired site this rule relays with") }
+                if rule["filter"] == nil { reader.fail(item, "\(key).filter", "missing", fix: "add `filter: <topic filter>`, e.g. sensors/#") }
+                if let peer, !peerNames.contains(peer) {
+                    reader.fail(rule["peer"]?.value, "\(key).peer", "\"\(peer)\" is not a configured peer", fix: "list it under `peers:` (or pair with it) first")
+                }
+                var direction = RelayRule.Direction.out
+                if let (_, d) = rule["direction"], let text = reader.string(d, "\(key).direction") {
+                    if let value = RelayRule.Direction(rawValue: text) { direction = value } else {
+                        reader.fail(d, "\(key).direction", "\"\(text)\" is not in, out or both", fix: "write `direction: out` (to the peer), `in` (from it) or `both`")
+                    }
+                } else {
+                    reader.fail(item, "\(key).direction", "missing", fix: "write `direction: out`, `in` or `both`")
+                }
+                var qos = 1
+                if let (_, q) = rule["qos"], let v = reader.integer(q, "\(key).qos", range: 0...2) { qos = v }
+                var prefixes = ["local_prefix": "", "remote_prefix": ""]
+                for name in prefixes.keys.sorted() {
+                    guard let (_, p) = rule[name], let text = reader.string(p, "\(key).\(name)") else { continue }
+                    if text.contains("+") || text.contains("#") || text.contains("\u{0}") {
+                        reader.fail(p, "\(key).\(name)", "a prefix cannot contain wildcards", fix: "write a plain topic prefix such as `site-a/`")
+                    }
+                    prefixes[name] = text
+                }
+                if let filter {
+                    for (side, prefix) in [("local_prefix", prefixes["local_prefix"]!), ("remote_prefix", prefixes["remote_prefix"]!)] {
+                        do { _ = try TopicFilter(prefix + filter) } catch {
+                            reader.fail(rule["filter"]?.value, "\(key).filter", "\(side) + filter \"\(prefix + filter)\" is not a valid topic filter: \(error)",
+                                        fix: "use levels separated by '/', with + and # only as whole levels (# last)")
+                        }
+                    }
+                }
+                if let peer, let filter {
+                    configuration.rules.append(RelayRule(peer: peer, filter: filter, direction: direction, qos: UInt8(qos),
+                                                         localPrefix: prefixes["local_prefix"]!, remotePrefix: prefixes["remote_prefix"]!))
+                }
+            }
+        }
+        if configuration.rules.isEmpty && map["rules"] == nil {
+            reader.fail(node, "relay.rules", "missing", fix: "add `rules:` with at least one `peer`, `filter`, `direction` entry")
+        }
+        return broker == nil ? nil : configuration
     }
 
     private static func proxy(_ node: Node, index: Int, reader: inout ConfigReader) -> ProxyConfiguration? {

@@ -175,6 +175,8 @@ final class LinkConnection {
             link.flush()
         }
         onUp?()
+        // The dialling side opens the relay stream; both sides then send on it.
+        if case .dialer = role, let relay = node.relay.value { relay.linkUp(self, peer: peer.name) }
     }
 
     private func streamFrame(_ frame: LinkFrame, peer: PeerConfiguration) {
@@ -295,6 +297,20 @@ final class LinkConnection {
         var payload = frame.payload
         guard id % 2 == peerParity, streams[id] == nil, let serviceName = payload.readShortString(), let origin = payload.readShortString() else {
             refuse(hello: true, "malformed OPEN for stream \(id)")
+            return
+        }
+        if serviceName == RelayService.streamName {
+            let stream = LinkStream(id: id, link: self, window: node.configuration.streamWindow, opened: true)
+            streams[id] = stream
+            guard let relay = node.relay.value, relay.accept(stream, peer: peer.name) else {
+                logger.warning("refused the relay stream of \(peer.name): this site has no relay rules for it", metadata: ["event": "stream_refused", "service": "\(serviceName)"])
+                refuseStream(stream, "\u{01}no relay rules for this peer")
+                return
+            }
+            node.metrics.streamsOpened.increment()
+            write(LinkFrame(.openOK, stream: id))
+            flush()
+            stream.endpoint?.opened()
             return
         }
         // Only services this site lists for this peer: the peer never chooses a host:port.

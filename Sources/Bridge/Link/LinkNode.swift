@@ -42,6 +42,8 @@ public final class LinkNode: Sendable {
     let proxyMetrics: BridgeMetrics
     let proxyTemplate: ProxyConfiguration
     let registry: NIOLoopBoundBox<LinkRegistry>
+    /// The topic relay, if configured; set on the loop before any link is accepted or dialled.
+    let relay: NIOLoopBoundBox<RelayService?>
 
     public init(configuration: LinkConfiguration, identity: SiteIdentity, eventLoop: any EventLoop, logger: Logger, metrics: LinkMetrics,
                 aclStore: ACLStore?, proxyMetrics: BridgeMetrics, proxyTemplate: ProxyConfiguration? = nil) throws {
@@ -55,6 +57,7 @@ public final class LinkNode: Sendable {
         self.proxyTemplate = proxyTemplate ?? ProxyConfiguration(name: "link", listen: HostPort(host: "link", port: 0), broker: HostPort(host: "", port: 0))
         // Created off the loop, used only on it.
         self.registry = NIOLoopBoundBox.makeBoxSendingValue(LinkRegistry(), eventLoop: eventLoop)
+        self.relay = NIOLoopBoundBox.makeEmptyBox(valueType: RelayService.self, eventLoop: eventLoop)
     }
 
     public var identity: SiteIdentity { tls.identity }

@@ -67,6 +67,8 @@ public final class DurableQueue: @unchecked Sendable {
         var pendingPerSegment: [Int: Int] = [:]
         var currentSegment = 0
         var currentSegmentBytes = 0
+        /// Every message up to this sequence is on disk (fsync'd).
+        var durableUpTo: UInt64 = 0
     }
 
     public let configuration: Configuration
@@ -138,6 +140,7 @@ public final class DurableQueue: @unchecked Sendable {
         }
         recovered.order.sort()
         recovered.nextSequence = max(floor, (messages.map(\.1.sequence).max() ?? 0) + 1)
+        recovered.durableUpTo = recovered.nextSequence - 1
         // Fully acknowledged old segments can go now.
         for segment in segments where segment != recovered.currentSegment && recovered.pendingPerSegment[segment] == nil {
             unlink(Self.segmentPath(configuration.directory, segment))
@@ -176,12 +179,23 @@ public final class DurableQueue: @unchecked Sendable {
 
     // MARK: API
 
+    /// The last sequence assigned (0 if none yet).
+    public var lastSequence: UInt64 { state.withLockedValue { $0.nextSequence - 1 } }
+
     /// Number of unacknowledged messages and their bytes.
     public var depth: (messages: Int, bytes: Int) { state.withLockedValue { ($0.pending.count, $0.queuedBytes) } }
 
     /// Queues a message; the future completes once it is on disk (fsync). The sequence is
     /// assigned here. Refuses with `.full` beyond `maximumBytes`.
     public func append(_ message: RelayMessage, on eventLoop: any EventLoop) -> (UInt64, EventLoopFuture<Void>) {
+        switch tryAppend(message, on: eventLoop) {
+        case .success(let result): return result
+        case .failure(let error): return (0, eventLoop.makeFailedFuture(error))
+        }
+    }
+
+    /// As `append`, but a full or closed queue is reported at once, not through the future.
+    public func tryAppend(_ message: RelayMessage, on eventLoop: any EventLoop) -> Result<(UInt64, EventLoopFuture<Void>), AppendError> {
         let promise = eventLoop.makePromise(of: Void.self)
         let result: Result<UInt64, AppendError> = state.withLockedValue { state in
             guard !state.closed else { return .failure(.closed) }
@@ -202,10 +216,10 @@ public final class DurableQueue: @unchecked Sendable {
         case .success(let sequence):
             wakeWriter.lock()
             wakeWriter.unlock(withValue: 1)
-            return (sequence, promise.futureResult)
+            return .success((sequence, promise.futureResult))
         case .failure(let error):
             promise.fail(error)
-            return (0, promise.futureResult)
+            return .failure(error)
         }
     }
 
@@ -236,18 +250,62 @@ public final class DurableQueue: @unchecked Sendable {
         wakeWriter.unlock(withValue: 1)
     }
 
-    /// Unacknowledged messages with a sequence above `after`, oldest first, at most `limit`.
+    /// Unacknowledged messages on disk with a sequence above `after`, oldest first, at most `limit`.
     public func pending(after: UInt64, limit: Int) -> [RelayMessage] {
         state.withLockedValue { state in
             var result: [RelayMessage] = []
-            var index = state.orderStart
+            // `order` is sorted: find the first sequence above `after` by bisection, so a
+            // sender with many messages in flight does not rescan them on every call.
+            var low = state.orderStart
+            var high = state.order.count
+            while low < high {
+                let middle = (low + high) / 2
+                if state.order[middle] <= after { low = middle + 1 } else { high = middle }
+            }
+            var index = low
             while index < state.order.count && result.count < limit {
                 let sequence = state.order[index]
+                // Never hand out a message before it is on disk: if we crashed, its sequence
+                // could be given to a different message, which the peer would take for a resend.
+                if sequence > state.durableUpTo { break }
                 if sequence > after, let message = state.pending[sequence] { result.append(message) }
                 index += 1
             }
             return result
         }
+    }
+
+    /// The oldest unacknowledged sequence (everything below it is settled), or the next
+    /// sequence to be assigned when nothing is pending.
+    public var floor: UInt64 {
+        state.withLockedValue { state in
+            var index = state.orderStart
+            while index < state.order.count {
+                if state.pending[state.order[index]] != nil { return state.order[index] }
+                index += 1
+            }
+            return state.nextSequence
+        }
+    }
+
+    /// The `when_full: drop_oldest` policy: gives up the oldest messages until `bytes` more
+    /// fit, and returns them (the caller counts and logs them).
+    public func dropOldest(toFit bytes: Int) -> [RelayMessage] {
+        let dropped: [RelayMessage] = state.withLockedValue { state in
+            var dropped: [RelayMessage] = []
+            var freed = 0
+            var index = state.orderStart
+            while state.queuedBytes - freed + bytes > configuration.maximumBytes && index < state.order.count {
+                if let message = state.pending[state.order[index]] {
+                    dropped.append(message)
+                    freed += message.encodedSize
+                }
+                index += 1
+            }
+            return dropped
+        }
+        acknowledge(dropped.map(\.sequence))
+        return dropped
     }
 
     public func close() {
@@ -303,6 +361,7 @@ public final class DurableQueue: @unchecked Sendable {
         // The records are in the current segment: note it for every message still pending
         // (one acknowledged meanwhile needs no note), before any rotation.
         let rotateTo: Int? = state.withLockedValue { state in
+            if failure == nil, let last = batch.last(where: { $0.sequence != nil })?.sequence { state.durableUpTo = max(state.durableUpTo, last) }
             for write in batch {
                 guard let sequence = write.sequence, state.pending[sequence] != nil else { continue }
                 state.segmentOf[sequence] = state.currentSegment

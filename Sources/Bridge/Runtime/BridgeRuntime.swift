@@ -33,6 +33,7 @@ public enum BridgeRuntime {
         let metrics = BridgeMetrics(factory: factory)
         let group = MultiThreadedEventLoopGroup(numberOfThreads: configuration.threads ?? System.coreCount)
         var services: [any Service] = []
+        var relayNode: LinkNode?
         if let store {
             services += configuration.proxies.map {
                 ProxyServer(configuration: $0, aclStore: store, metrics: metrics, group: group, logger: logger)
@@ -46,6 +47,19 @@ public enum BridgeRuntime {
             let node = try LinkNode(configuration: link, identity: identity, eventLoop: group.next(), logger: linkLogger,
                                     metrics: LinkMetrics(factory: factory), aclStore: store, proxyMetrics: metrics,
                                     proxyTemplate: configuration.proxies.first)
+            if var relayConfiguration = configuration.relay {
+                if relayConfiguration.clientID.isEmpty { relayConfiguration.clientID = "mqbridge-relay-\(identity.name)" }
+                let relayConfigurationFinal = relayConfiguration
+                let relayMetrics = RelayMetrics(factory: factory)
+                // Set up before any link exists, so the first link already carries the relay.
+                try await node.eventLoop.submit {
+                    let relay = try RelayService(configuration: relayConfigurationFinal, eventLoop: node.eventLoop, logger: linkLogger,
+                                                 metrics: relayMetrics, aclStore: store)
+                    node.relay.value = relay
+                    relay.start()
+                }.get()
+                relayNode = node
+            }
             // A service that returns ends the whole group: add only what has work to do.
             if link.listen != nil { services.append(LinkServer(node: node)) }
             for peer in link.peers where peer.connect != nil { services.append(LinkDialer(node: node, peer: peer)) }
@@ -60,12 +74,19 @@ public enum BridgeRuntime {
             logger: logger
         ))
         logger.info("mqbridge starting", metadata: ["event": "starting", "acl": "\(configuration.aclPath ?? "-")", "rules": "\(store?.current.acl.file.rules.count ?? 0)"])
+        // The queue is durable at every step; stopping only ends its writer cleanly.
+        let stoppingNode = relayNode
+        let stopRelay = { @Sendable in
+            if let relayNode = stoppingNode { try? await relayNode.eventLoop.submit { relayNode.relay.value?.stop() }.get() }
+        }
         do {
             try await serviceGroup.run()
         } catch {
+            await stopRelay()
             try? await group.shutdownGracefully()
             throw error
         }
+        await stopRelay()
         try await group.shutdownGracefully()
     }
 }

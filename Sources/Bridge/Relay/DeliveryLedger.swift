@@ -1,0 +1,109 @@
+import Foundation
+
+/// Which of a peer's messages this site has already published: the receiver's half of "no
+/// loss, no duplicates". A message is recorded once the local broker acknowledged it and
+/// before the acknowledgement goes back to the sender, so a resend (after a lost ACK, a link
+/// cut or a restart of either side) is recognised and only acknowledged again.
+///
+/// Per sender epoch: a high-water mark (every sequence up to it is settled) and the settled
+/// sequences above it. Records are appended to a file with `write(2)`: the kernel keeps them
+/// when the process is killed; a power loss can lose the last ones, which at worst turns into
+/// a QoS 1 duplicate. The file is rewritten compactly when it grows.
+final class DeliveryLedger {
+    private struct Window {
+        var highWater: UInt64 = 0
+        var above: Set<UInt64> = []
+    }
+
+    private let path: String
+    private var windows: [UInt64: Window] = [:]
+    private var fd: Int32 = -1
+    private var appended = 0
+    private static let compactAfter = 1 << 20
+
+    init(path: String) throws {
+        self.path = path
+        if let data = FileManager.default.contents(atPath: path) {
+            var offset = 0
+            while offset + 17 <= data.count {
+                let type = data[data.startIndex + offset]
+                let epoch = Self.integer(data, offset + 1)
+                let value = Self.integer(data, offset + 9)
+                if type == 1 { advance(epoch: epoch, floor: value + 1) } else { insert(epoch: epoch, sequence: value) }
+                offset += 17
+            }
+        }
+        try rewrite()
+    }
+
+    deinit { if fd >= 0 { close(fd) } }
+
+    private static func integer(_ data: Data, _ offset: Int) -> UInt64 {
+        var value: UInt64 = 0
+        for i in 0..<8 { value = value << 8 | UInt64(data[data.startIndex + offset + i]) }
+        return value
+    }
+
+    func contains(epoch: UInt64, sequence: UInt64) -> Bool {
+        guard let window = windows[epoch] else { return false }
+        return sequence <= window.highWater || window.above.contains(sequence)
+    }
+
+    /// Records a published message.
+    func record(epoch: UInt64, sequence: UInt64) {
+        insert(epoch: epoch, sequence: sequence)
+        append(type: 0, epoch: epoch, value: sequence)
+    }
+
+    /// The sender will never send anything below `floor` again.
+    func forget(epoch: UInt64, below floor: UInt64) {
+        guard floor > 1, (windows[epoch]?.highWater ?? 0) < floor - 1 else { return }
+        advance(epoch: epoch, floor: floor)
+        append(type: 1, epoch: epoch, value: floor - 1)
+    }
+
+    private func insert(epoch: UInt64, sequence: UInt64) {
+        var window = windows[epoch] ?? Window()
+        if sequence > window.highWater { window.above.insert(sequence) }
+        while window.above.remove(window.highWater + 1) != nil { window.highWater += 1 }
+        windows[epoch] = window
+    }
+
+    private func advance(epoch: UInt64, floor: UInt64) {
+        var window = windows[epoch] ?? Window()
+        guard floor > 0, floor - 1 > window.highWater else { return }
+        window.highWater = floor - 1
+        window.above = window.above.filter { $0 > window.highWater }
+        while window.above.remove(window.highWater + 1) != nil { window.highWater += 1 }
+        windows[epoch] = window
+    }
+
+    private func append(type: UInt8, epoch: UInt64, value: UInt64) {
+        var bytes = [type]
+        for shift in stride(from: 56, through: 0, by: -8) { bytes.append(UInt8(truncatingIfNeeded: epoch >> UInt64(shift))) }
+        for shift in stride(from: 56, through: 0, by: -8) { bytes.append(UInt8(truncatingIfNeeded: value >> UInt64(shift))) }
+        _ = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        appended += 1
+        if appended >= Self.compactAfter { try? rewrite() }
+    }
+
+    /// Writes the current state as a new file and renames it over the old one.
+    private func rewrite() throws {
+        let temporary = path + ".tmp"
+        let newFD = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND, 0o600)
+        guard newFD >= 0 else { throw DurableQueue.AppendError.io("cannot write \(temporary): \(String(cString: strerror(errno)))") }
+        if fd >= 0 { close(fd) }
+        fd = newFD
+        appended = 0
+        let current = windows
+        for (epoch, window) in current {
+            append(type: 1, epoch: epoch, value: window.highWater)
+            for sequence in window.above { append(type: 0, epoch: epoch, value: sequence) }
+        }
+        fsync(fd)
+        guard rename(temporary, path) == 0 else { throw DurableQueue.AppendError.io("cannot rename \(temporary): \(String(cString: strerror(errno)))") }
+    }
+}
+
+@available(*, unavailable)
+extension DeliveryLedger: Sendable {}

@@ -1,0 +1,76 @@
+public import NIOCore
+
+/// One relay rule, in the spirit of mosquitto's bridge `topic` lines, seen from this site.
+///
+/// `out`: local messages matching `localPrefix + filter` go to the peer as
+/// `remotePrefix + rest`. `in`: messages arriving from the peer are accepted if they match
+/// `remotePrefix + filter`, and published here as `localPrefix + rest` — if this site's ACL
+/// also lets the peer write there (each site decides what it accepts). `both`: both.
+public struct RelayRule: Sendable, Hashable {
+    public enum Direction: String, Sendable, Hashable { case `in`, out, both }
+
+    public var peer: String
+    public var filter: String
+    public var direction: Direction
+    public var qos: UInt8
+    public var localPrefix: String
+    public var remotePrefix: String
+
+    public init(peer: String, filter: String, direction: Direction, qos: UInt8, localPrefix: String = "", remotePrefix: String = "") {
+        self.peer = peer
+        self.filter = filter
+        self.direction = direction
+        self.qos = qos
+        self.localPrefix = localPrefix
+        self.remotePrefix = remotePrefix
+    }
+
+    var sends: Bool { direction != .in }
+    var accepts: Bool { direction != .out }
+    /// The local subscription of an `out` rule.
+    var localFilter: String { localPrefix + filter }
+}
+
+public struct RelayConfiguration: Sendable, Equatable {
+    public enum WhenFull: String, Sendable { case block, dropOldest = "drop_oldest" }
+
+    /// The local broker the relay publishes to and subscribes at.
+    public var broker: HostPort
+    /// 4 (3.1.1) or 5.
+    public var protocolLevel: UInt8
+    /// The relay's MQTT client id (a persistent session: the broker keeps messages for it
+    /// while the bridge is down).
+    public var clientID: String
+    public var username: String?
+    public var queueDirectory: String
+    public var maximumQueueBytes: Int
+    /// Queued messages older than this are dropped (counted and logged) instead of sent.
+    public var maximumAge: TimeAmount
+    /// Messages per second when replaying a backlog after an outage.
+    public var replayRate: Int
+    public var whenFull: WhenFull
+    public var rules: [RelayRule]
+
+    public init(broker: HostPort, protocolLevel: UInt8 = 4, clientID: String, username: String? = nil, queueDirectory: String,
+                maximumQueueBytes: Int = 256 << 20, maximumAge: TimeAmount = .hours(24), replayRate: Int = 20_000, whenFull: WhenFull = .block,
+                rules: [RelayRule]) {
+        self.broker = broker
+        self.protocolLevel = protocolLevel
+        self.clientID = clientID
+        self.username = username
+        self.queueDirectory = queueDirectory
+        self.maximumQueueBytes = maximumQueueBytes
+        self.maximumAge = maximumAge
+        self.replayRate = replayRate
+        self.whenFull = whenFull
+        self.rules = rules
+    }
+}
+
+enum TopicMapping {
+    /// Strips `prefix` from `topic` (nil if it does not start with it) and adds `replacement`.
+    static func remap(_ topic: String, from prefix: String, to replacement: String) -> String? {
+        guard topic.utf8.starts(with: prefix.utf8) else { return nil }
+        return replacement + String(Substring(topic.utf8.dropFirst(prefix.utf8.count)))
+    }
+}

@@ -1,0 +1,700 @@
+public import CoreMetrics
+import Foundation
+import Logging
+import MQTTCodec
+import NIOCore
+import TopicACL
+
+/// Counters of the relay (no topic or peer labels: bounded cardinality, nothing sensitive).
+public final class RelayMetrics: Sendable {
+    let queued: Counter
+    let sent: Counter
+    let resent: Counter
+    let settled: Counter
+    let published: Counter
+    let duplicates: Counter
+    let refusedByPeer: Counter
+    let refusedHere: Counter
+    let droppedAge: Counter
+    let droppedExpired: Counter
+    let droppedFull: Counter
+    let droppedNoLink: Counter
+    let queueFull: Counter
+    let echoSuppressed: Counter
+    let queueMessages: Meter
+
+    public init(factory: any MetricsFactory) {
+        queued = Counter(label: "mqbridge_relay_queued_total", factory: factory)
+        sent = Counter(label: "mqbridge_relay_sent_total", factory: factory)
+        resent = Counter(label: "mqbridge_relay_resent_total", factory: factory)
+        settled = Counter(label: "mqbridge_relay_settled_total", factory: factory)
+        published = Counter(label: "mqbridge_relay_published_total", factory: factory)
+        duplicates = Counter(label: "mqbridge_relay_duplicates_suppressed_total", factory: factory)
+        refusedByPeer = Counter(label: "mqbridge_relay_refused_total", dimensions: [("by", "peer")], factory: factory)
+        refusedHere = Counter(label: "mqbridge_relay_refused_total", dimensions: [("by", "this_site")], factory: factory)
+        droppedAge = Counter(label: "mqbridge_relay_dropped_total", dimensions: [("reason", "max_age")], factory: factory)
+        droppedExpired = Counter(label: "mqbridge_relay_dropped_total", dimensions: [("reason", "message_expiry")], factory: factory)
+        droppedFull = Counter(label: "mqbridge_relay_dropped_total", dimensions: [("reason", "queue_full")], factory: factory)
+        droppedNoLink = Counter(label: "mqbridge_relay_dropped_total", dimensions: [("reason", "qos0_no_link")], factory: factory)
+        queueFull = Counter(label: "mqbridge_relay_queue_full_total", factory: factory)
+        echoSuppressed = Counter(label: "mqbridge_relay_echo_suppressed_total", factory: factory)
+        queueMessages = Meter(label: "mqbridge_relay_queue_messages", factory: factory)
+    }
+}
+
+/// The relay of one site: one MQTT client to the local broker, and per peer an outbound
+/// durable queue (for `out` rules) and a delivery ledger (for `in` rules).
+///
+/// Outbound, QoS ≥ 1: broker → queue (fsync) → PUBACK/PUBREC to the broker → relay stream →
+/// the peer publishes at its broker, the broker acknowledges, the peer records it in its
+/// ledger and acknowledges → removed from the queue. Every step that can be interrupted is
+/// redone after a restart or reconnect, and the ledger turns a redo into an acknowledgement
+/// instead of a second publication. QoS 0 goes straight to the link, never to disk.
+///
+/// Everything runs on the link node's event loop.
+final class RelayService {
+    /// The stream name a dialling site opens on every link to carry the relay.
+    static let streamName = "_relay"
+
+    let configuration: RelayConfiguration
+    let eventLoop: any EventLoop
+    let logger: Logger
+    let metrics: RelayMetrics
+    let aclStore: ACLStore?
+    let broker: RelayBrokerClient
+    private(set) var peers: [String: RelayPeer] = [:]
+    /// Local filters of the `out` rules: a message the relay publishes on a topic they match
+    /// comes back through its own subscription.
+    private let outFilters: [TopicFilter]
+    /// Echo suppression for 3.1.1 brokers (which have no No Local): topic and payload of
+    /// what the relay published, counted, until seen coming back or expired.
+    private var echoes: [EchoKey: (count: Int, expires: NIODeadline)] = [:]
+    private var echoSweep = NIODeadline.now()
+
+    struct EchoKey: Hashable {
+        var topic: String
+        var payload: ByteBuffer
+    }
+
+    var version: ProtocolVersion { configuration.protocolLevel == 5 ? .v5 : .v3_1_1 }
+
+    init(configuration: RelayConfiguration, eventLoop: any EventLoop, logger: Logger, metrics: RelayMetrics, aclStore: ACLStore?) throws {
+        self.configuration = configuration
+        self.eventLoop = eventLoop
+        var logger = logger
+        logger[metadataKey: "component"] = "relay"
+        self.logger = logger
+        self.metrics = metrics
+        self.aclStore = aclStore
+        var subscriptions: [String: UInt8] = [:]
+        for rule in configuration.rules where rule.sends {
+            subscriptions[rule.localFilter] = max(subscriptions[rule.localFilter] ?? 0, rule.qos)
+        }
+        outFilters = subscriptions.keys.compactMap { try? TopicFilter($0) }
+        broker = RelayBrokerClient(configuration: configuration,
+                                   subscriptions: subscriptions.sorted { $0.key < $1.key }.map { ($0.key, QoS(rawValue: $0.value) ?? .atLeastOnce) },
+                                   eventLoop: eventLoop, logger: logger)
+        for name in Set(configuration.rules.map(\.peer)).sorted() {
+            let rules = configuration.rules.filter { $0.peer == name }
+            let safe = String(name.map { $0.isLetter || $0.isNumber || $0 == "-" || $0 == "." ? $0 : "_" })
+            let base = URL(fileURLWithPath: configuration.queueDirectory)
+            try FileManager.default.createDirectory(at: base, withIntermediateDirectories: true)
+            let queue = try rules.contains(where: \.sends)
+                ? DurableQueue(configuration: .init(directory: base.appendingPathComponent("to-\(safe)").path, maximumBytes: configuration.maximumQueueBytes))
+                : nil
+            let ledger = try rules.contains(where: \.accepts) ? DeliveryLedger(path: base.appendingPathComponent("from-\(safe).ledger").path) : nil
+            peers[name] = RelayPeer(service: self, name: name, rules: rules, queue: queue, ledger: ledger)
+            if let queue, queue.depth.messages > 0 {
+                logger.notice("relay queue recovered \(queue.depth.messages) unsettled messages for \(name)",
+                              metadata: ["event": "relay_recovered", "peer": "\(name)", "messages": "\(queue.depth.messages)", "bytes": "\(queue.depth.bytes)"])
+            }
+        }
+        updateDepth()
+    }
+
+    func start() {
+        let loopBound = NIOLoopBound(self, eventLoop: eventLoop)
+        broker.onMessage = { loopBound.value.fromBroker($0) }
+        broker.onConnected = {
+            let service = loopBound.value
+            service.logger.notice("relay connected to the local broker", metadata: ["event": "relay_broker_connected", "broker": "\(service.configuration.broker)"])
+        }
+        broker.start()
+        logger.notice("relay started", metadata: ["event": "relay_started", "rules": "\(configuration.rules.count)", "peers": "\(peers.keys.sorted().joined(separator: ","))"])
+    }
+
+    func stop() {
+        broker.stop()
+        for peer in peers.values { peer.queue?.close() }
+    }
+
+    func updateDepth() {
+        metrics.queueMessages.set(Int64(peers.values.reduce(0) { $0 + ($1.queue?.depth.messages ?? 0) }))
+    }
+
+    // MARK: Link
+
+    /// A link to `peer` came up and we dialled it: open the relay stream.
+    func linkUp(_ link: LinkConnection, peer name: String) {
+        guard let peer = peers[name] else { return }
+        let endpoint = RelayStreamEndpoint(peer: peer)
+        endpoint.stream = link.openStream(service: Self.streamName, origin: "relay", endpoint: endpoint)
+    }
+
+    /// The peer opened the relay stream on a link it dialled.
+    func accept(_ stream: LinkStream, peer name: String) -> Bool {
+        guard let peer = peers[name] else { return false }
+        let endpoint = RelayStreamEndpoint(peer: peer)
+        endpoint.stream = stream
+        stream.endpoint = endpoint
+        return true
+    }
+
+    // MARK: From the local broker
+
+    private func fromBroker(_ incoming: RelayBrokerClient.Incoming) {
+        let publish = incoming.publish
+        if version == .v3_1_1 && consumeEcho(topic: publish.topic, payload: publish.payload) {
+            metrics.echoSuppressed.increment()
+            incoming.acknowledge()
+            return
+        }
+        var targets: [(RelayPeer, RelayRule, String)] = []
+        for peer in peers.values {
+            if let (rule, wire) = peer.outgoing(publish.topic) { targets.append((peer, rule, wire)) }
+        }
+        guard !targets.isEmpty else {
+            incoming.acknowledge()
+            return
+        }
+        let intake = RelayIntake(remaining: targets.count, acknowledge: incoming.acknowledge)
+        let now = Self.nowMilliseconds()
+        for (peer, rule, wire) in targets {
+            var expiry: UInt32 = 0
+            var carried = Properties()
+            for property in publish.properties {
+                switch property {
+                case .messageExpiryInterval(let seconds): expiry = max(seconds, 1)
+                case .responseTopic(let topic):
+                    carried.append(.responseTopic(TopicMapping.remap(topic, from: rule.localPrefix, to: rule.remotePrefix) ?? topic))
+                case .payloadFormatIndicator, .contentType, .correlationData, .userProperty: carried.append(property)
+                default: break  // topic alias, subscription identifiers: meaningful on this hop only
+                }
+            }
+            var block = ByteBuffer()
+            if !carried.isEmpty { carried.write(to: &block) }
+            let qos = min(publish.qos.rawValue, rule.qos)
+            let message = RelayMessage(sequence: 0, topic: wire, qos: qos, retain: publish.retain, properties: block, payload: publish.payload,
+                                       queuedAt: now, expirySeconds: expiry)
+            peer.enqueue(message, intake: intake)
+        }
+    }
+
+    /// Notes a publication of ours that our own subscription will deliver back (3.1.1).
+    func expectEcho(topic: String, payload: ByteBuffer) {
+        guard version == .v3_1_1, outFilters.contains(where: { $0.matches(topic) }) else { return }
+        let now = NIODeadline.now()
+        if now > echoSweep {
+            echoes = echoes.filter { $0.value.expires > now }
+            echoSweep = now + .seconds(10)
+        }
+        let key = EchoKey(topic: topic, payload: payload)
+        echoes[key] = ((echoes[key]?.count ?? 0) + 1, now + .seconds(60))
+    }
+
+    private func consumeEcho(topic: String, payload: ByteBuffer) -> Bool {
+        let key = EchoKey(topic: topic, payload: payload)
+        guard let entry = echoes[key], entry.expires > .now() else { return false }
+        echoes[key] = entry.count > 1 ? (entry.count - 1, entry.expires) : nil
+        return true
+    }
+
+    static func nowMilliseconds() -> UInt64 { UInt64(Date().timeIntervalSince1970 * 1000) }
+}
+
+@available(*, unavailable)
+extension RelayService: Sendable {}
+
+/// One message from the local broker going to one or more peers: acknowledged to the broker
+/// once every copy is on disk.
+final class RelayIntake {
+    private var remaining: Int
+    private var acknowledge: (() -> Void)?
+
+    init(remaining: Int, acknowledge: @escaping () -> Void) {
+        self.remaining = remaining
+        self.acknowledge = acknowledge
+    }
+
+    func done() {
+        remaining -= 1
+        if remaining == 0, let acknowledge {
+            self.acknowledge = nil
+            acknowledge()
+        }
+    }
+}
+
+@available(*, unavailable)
+extension RelayIntake: Sendable {}
+
+/// The relay with one peer: the sending half (queue, stream, pacing) and the receiving half
+/// (rules, ACL, ledger).
+final class RelayPeer {
+    private struct Key: Hashable {
+        var epoch: UInt64
+        var sequence: UInt64
+    }
+
+    unowned let service: RelayService
+    let name: String
+    private let outRules: [(rule: RelayRule, filter: TopicFilter)]
+    /// `in` rules with the filter as it appears on the wire (`remotePrefix + filter`).
+    private let inRules: [(rule: RelayRule, filter: TopicFilter)]
+    let queue: DurableQueue?
+    private let ledger: DeliveryLedger?
+    private var streams: [RelayStreamEndpoint] = []
+    private var current: RelayStreamEndpoint? { streams.last }
+    /// Highest sequence sent on the current stream; reset when the stream changes.
+    private var sentUpTo: UInt64 = 0
+    /// Messages up to this sequence were queued before the stream came up: paced.
+    private var replayUntil: UInt64 = 0
+    private var tokens = 0.0
+    private var lastRefill = NIODeadline.now()
+    private var pumpScheduled = false
+    /// `when_full: block`: messages waiting for room (their broker acknowledgement waits too).
+    private var blocked: [(RelayMessage, RelayIntake)] = []
+    private var inProgress: Set<Key> = []
+    private var pendingAcknowledgements: [UInt64: [(sequence: UInt64, outcome: RelayRecord.Outcome)]] = [:]
+    private var acknowledgementFlushScheduled = false
+    private var policy: (generation: Int, policy: ACLPolicy)?
+
+    init(service: RelayService, name: String, rules: [RelayRule], queue: DurableQueue?, ledger: DeliveryLedger?) {
+        self.service = service
+        self.name = name
+        self.queue = queue
+        self.ledger = ledger
+        outRules = rules.filter(\.sends).compactMap { rule in (try? TopicFilter(rule.localFilter)).map { (rule, $0) } }
+        inRules = rules.filter(\.accepts).compactMap { rule in (try? TopicFilter(rule.remotePrefix + rule.filter)).map { (rule, $0) } }
+    }
+
+    private var logger: Logger { service.logger }
+    private var metrics: RelayMetrics { service.metrics }
+
+    /// The first `out` rule for a local topic, and the topic on the wire.
+    func outgoing(_ topic: String) -> (RelayRule, String)? {
+        for (rule, filter) in outRules where filter.matches(topic) {
+            if let wire = TopicMapping.remap(topic, from: rule.localPrefix, to: rule.remotePrefix) { return (rule, wire) }
+        }
+        return nil
+    }
+
+    // MARK: Sending
+
+    func enqueue(_ message: RelayMessage, intake: RelayIntake) {
+        guard message.qos > 0 else {
+            sendUnqueued(message)
+            intake.done()
+            return
+        }
+        guard queue != nil else {
+            intake.done()
+            return
+        }
+        // Keep order: while anything is blocked, newcomers wait behind it.
+        if !blocked.isEmpty || !tryAppend(message, intake: intake) {
+            if blocked.isEmpty {
+                metrics.queueFull.increment()
+                logger.warning("relay queue to \(name) is full (\(service.configuration.maximumQueueBytes) bytes): holding new messages at the local broker until the peer catches up",
+                               metadata: ["event": "relay_queue_full", "peer": "\(name)", "policy": "block"])
+            }
+            blocked.append((message, intake))
+        }
+    }
+
+    /// Appends; false when the queue is full under the `block` policy.
+    private func tryAppend(_ message: RelayMessage, intake: RelayIntake) -> Bool {
+        guard let queue else { return true }
+        var result = queue.tryAppend(message, on: service.eventLoop)
+        if case .failure(.full) = result, service.configuration.whenFull == .dropOldest {
+            let dropped = queue.dropOldest(toFit: message.encodedSize)
+            metrics.droppedFull.increment(by: Int64(dropped.count))
+            metrics.queueFull.increment()
+            logger.warning("relay queue to \(name) is full: dropped the \(dropped.count) oldest messages (when_full: drop_oldest)",
+                           metadata: ["event": "relay_dropped", "reason": "queue_full", "peer": "\(name)", "count": "\(dropped.count)",
+                                      "oldest_topic": "\(dropped.first?.topic ?? "")"])
+            result = queue.tryAppend(message, on: service.eventLoop)
+            if case .failure(.full) = result {
+                metrics.droppedFull.increment()
+                logger.warning("relay message of \(message.encodedSize) bytes is larger than the whole queue: dropped",
+                               metadata: ["event": "relay_dropped", "reason": "queue_full", "peer": "\(name)", "topic": "\(message.topic)"])
+                intake.done()
+                return true
+            }
+        }
+        switch result {
+        case .success(let (_, written)):
+            metrics.queued.increment()
+            let loopBound = NIOLoopBound(self, eventLoop: service.eventLoop)
+            let intakeBound = NIOLoopBound(intake, eventLoop: service.eventLoop)
+            written.whenComplete { result in
+                let peer = loopBound.value
+                let intake = intakeBound.value
+                switch result {
+                case .success:
+                    intake.done()
+                    // Only now may it go to the peer (see DurableQueue.pending).
+                    peer.schedulePump()
+                case .failure(let error):
+                    // Not acknowledged to the broker, so it is not lost: the broker still
+                    // holds it for our session. Reconnecting makes the broker send it again.
+                    peer.logger.error("relay queue write failed: \(error); reconnecting to the broker so it redelivers",
+                                      metadata: ["event": "relay_queue_error", "peer": "\(peer.name)"])
+                    peer.service.broker.reconnect()
+                }
+            }
+            return true
+        case .failure(.full):
+            return false
+        case .failure(let error):
+            logger.error("relay queue refused a message: \(error)", metadata: ["event": "relay_queue_error", "peer": "\(name)"])
+            service.broker.reconnect()
+            return true
+        }
+    }
+
+    private func retryBlocked() {
+        while let (message, intake) = blocked.first {
+            guard tryAppend(message, intake: intake) else { return }
+            blocked.removeFirst()
+        }
+    }
+
+    private func sendUnqueued(_ message: RelayMessage) {
+        guard let stream = current, stream.canSend else {
+            metrics.droppedNoLink.increment()
+            return
+        }
+        stream.send(.message(epoch: queue?.epoch ?? 0, floor: 0, message))
+        stream.flush()
+        metrics.sent.increment()
+    }
+
+    func schedulePump() {
+        guard !pumpScheduled else { return }
+        pumpScheduled = true
+        let loopBound = NIOLoopBound(self, eventLoop: service.eventLoop)
+        service.eventLoop.execute {
+            let peer = loopBound.value
+            peer.pumpScheduled = false
+            peer.pump()
+        }
+    }
+
+    /// Sends queued messages the peer has not seen on this stream, while the stream has window.
+    private func pump() {
+        guard let queue, let stream = current, stream.isOpen else { return }
+        let configuration = service.configuration
+        let now = RelayService.nowMilliseconds()
+        let maximumAge = UInt64(configuration.maximumAge.nanoseconds / 1_000_000)
+        let floor = queue.floor
+        var settledHere: [UInt64] = []
+        var droppedAge = 0
+        var droppedExpired = 0
+        var paced = false
+        outer: while stream.canSend {
+            let batch = queue.pending(after: sentUpTo, limit: 128)
+            if batch.isEmpty { break }
+            for var message in batch {
+                let age = now > message.queuedAt ? now - message.queuedAt : 0
+                if age > maximumAge {
+                    settledHere.append(message.sequence)
+                    sentUpTo = message.sequence
+                    droppedAge += 1
+                    continue
+                }
+                if message.expirySeconds > 0 {
+                    // Send the remaining lifetime, as a broker does when it forwards.
+                    let remaining = Int64(message.expirySeconds) - Int64(age / 1000)
+                    if remaining <= 0 {
+                        settledHere.append(message.sequence)
+                        sentUpTo = message.sequence
+                        droppedExpired += 1
+                        continue
+                    }
+                    message.expirySeconds = UInt32(remaining)
+                }
+                if message.sequence <= replayUntil {
+                    let clock = NIODeadline.now()
+                    let rate = Double(max(configuration.replayRate, 1))
+                    tokens = min(rate / 10, tokens + Double((clock - lastRefill).nanoseconds) / 1e9 * rate)
+                    lastRefill = clock
+                    if tokens < 1 {
+                        paced = true
+                        break outer
+                    }
+                    tokens -= 1
+                    metrics.resent.increment()
+                }
+                stream.send(.message(epoch: queue.epoch, floor: floor, message))
+                sentUpTo = message.sequence
+                metrics.sent.increment()
+                if !stream.canSend { break outer }
+            }
+        }
+        stream.flush()
+        if !settledHere.isEmpty {
+            queue.acknowledge(settledHere)
+            metrics.droppedAge.increment(by: Int64(droppedAge))
+            metrics.droppedExpired.increment(by: Int64(droppedExpired))
+            logger.warning("relay dropped \(droppedAge) messages older than max_age and \(droppedExpired) past their message expiry",
+                           metadata: ["event": "relay_dropped", "reason": "age", "peer": "\(name)", "max_age": "\(droppedAge)", "expired": "\(droppedExpired)"])
+            retryBlocked()
+            service.updateDepth()
+        }
+        if paced {
+            let loopBound = NIOLoopBound(self, eventLoop: service.eventLoop)
+            service.eventLoop.scheduleTask(in: .milliseconds(10)) { loopBound.value.schedulePump() }
+        }
+    }
+
+    // MARK: Stream events
+
+    func streamOpened(_ stream: RelayStreamEndpoint) {
+        streams.append(stream)
+        // A new stream starts from the oldest unsettled message: the peer's ledger turns
+        // anything it already published into a plain acknowledgement.
+        sentUpTo = 0
+        replayUntil = queue?.lastSequence ?? 0
+        tokens = 0
+        lastRefill = .now()
+        logger.notice("relay stream to \(name) open", metadata: ["event": "relay_stream_up", "peer": "\(name)",
+                                                                  "backlog": "\(queue?.depth.messages ?? 0)"])
+        schedulePump()
+    }
+
+    func streamClosed(_ stream: RelayStreamEndpoint, reason: String) {
+        let wasCurrent = current === stream
+        streams.removeAll { $0 === stream }
+        guard stream.wasOpen else {
+            logger.warning("relay stream to \(name) not accepted: \(reason)", metadata: ["event": "relay_stream_refused", "peer": "\(name)"])
+            return
+        }
+        logger.notice("relay stream to \(name) closed: \(reason)", metadata: ["event": "relay_stream_down", "peer": "\(name)"])
+        if wasCurrent, current != nil {
+            sentUpTo = 0
+            replayUntil = queue?.lastSequence ?? 0
+            schedulePump()
+        }
+    }
+
+    func windowOpened(_ stream: RelayStreamEndpoint) {
+        if stream === current { schedulePump() }
+    }
+
+    // MARK: Receiving
+
+    func received(_ record: RelayRecord, size: Int, from stream: RelayStreamEndpoint) {
+        switch record {
+        case .acknowledgement(let epoch, let entries):
+            stream.consumed(size)
+            guard let queue, epoch == queue.epoch else { return }
+            var refused: [RelayRecord.Outcome: Int] = [:]
+            for entry in entries where entry.outcome != .delivered { refused[entry.outcome, default: 0] += 1 }
+            queue.acknowledge(entries.map(\.sequence))
+            metrics.settled.increment(by: Int64(entries.count))
+            if !refused.isEmpty {
+                metrics.refusedByPeer.increment(by: Int64(refused.values.reduce(0, +)))
+                logger.warning("\(name) refused \(refused.values.reduce(0, +)) relayed messages (no in rule: \(refused[.noRule] ?? 0), its ACL: \(refused[.denied] ?? 0))",
+                               metadata: ["event": "relay_refused_by_peer", "peer": "\(name)"])
+            }
+            retryBlocked()
+            service.updateDepth()
+            schedulePump()
+        case .message(let epoch, let floor, let message):
+            receive(message, epoch: epoch, floor: floor, size: size, from: stream)
+        }
+    }
+
+    private func receive(_ message: RelayMessage, epoch: UInt64, floor: UInt64, size: Int, from stream: RelayStreamEndpoint) {
+        let key = Key(epoch: epoch, sequence: message.sequence)
+        let queued = message.sequence != 0
+        if queued, let ledger {
+            ledger.forget(epoch: epoch, below: floor)
+            if ledger.contains(epoch: epoch, sequence: message.sequence) {
+                metrics.duplicates.increment()
+                acknowledge(key, .delivered)
+                stream.consumed(size)
+                return
+            }
+            if inProgress.contains(key) {
+                // Resent while the first copy is still on its way to the broker: that one
+                // will be acknowledged.
+                metrics.duplicates.increment()
+                stream.consumed(size)
+                return
+            }
+        }
+        guard let (rule, local) = incoming(message.topic) else {
+            refuse(message, key: key, .noRule, "no relay rule of this site accepts \"\(message.topic)\" from \(name)", size: size, stream: stream)
+            return
+        }
+        guard let policy = currentPolicy() else {
+            refuse(message, key: key, .denied, "this site has no ACL, so nothing from peers is accepted", size: size, stream: stream)
+            return
+        }
+        let decision = policy.decide(topic: local, access: .write)
+        guard decision.isAllowed else {
+            refuse(message, key: key, .denied, "\(name) may not write \"\(local)\": \(decision)", size: size, stream: stream, rule: decision.rule)
+            return
+        }
+        var properties = Properties()
+        if service.version == .v5 {
+            if message.properties.readableBytes > 0, let carried = try? Properties.decode(block: message.properties, context: .publish) {
+                for property in carried {
+                    if case .responseTopic(let topic) = property {
+                        properties.append(.responseTopic(TopicMapping.remap(topic, from: rule.remotePrefix, to: rule.localPrefix) ?? topic))
+                    } else {
+                        properties.append(property)
+                    }
+                }
+            }
+            if message.expirySeconds > 0 { properties.append(.messageExpiryInterval(message.expirySeconds)) }
+        }
+        let publish = Publish(qos: QoS(rawValue: min(message.qos, rule.qos)) ?? .atLeastOnce, retain: message.retain, topic: local,
+                              packetIdentifier: nil, properties: properties, payload: message.payload)
+        service.expectEcho(topic: local, payload: message.payload)
+        if queued { inProgress.insert(key) }
+        let loopBound = NIOLoopBound(self, eventLoop: service.eventLoop)
+        let streamBound = NIOLoopBound(stream, eventLoop: service.eventLoop)
+        service.broker.publish(publish) {
+            let peer = loopBound.value
+            peer.metrics.published.increment()
+            if queued {
+                peer.ledger?.record(epoch: epoch, sequence: message.sequence)
+                peer.inProgress.remove(key)
+                peer.acknowledge(key, .delivered)
+            }
+            streamBound.value.consumed(size)
+        }
+    }
+
+    private func refuse(_ message: RelayMessage, key: Key, _ outcome: RelayRecord.Outcome, _ text: String, size: Int, stream: RelayStreamEndpoint, rule: ACLRule? = nil) {
+        metrics.refusedHere.increment()
+        var metadata: Logger.Metadata = ["event": "relay_refused", "peer": "\(name)", "topic": "\(message.topic)",
+                                         "reason": "\(outcome == .noRule ? "no_rule" : "acl")"]
+        if let rule { metadata["rule"] = "\(rule.location)" }
+        logger.warning("refused a relayed message: \(text)", metadata: metadata)
+        if key.sequence != 0 {
+            ledger?.record(epoch: key.epoch, sequence: key.sequence)
+            acknowledge(key, outcome)
+        }
+        stream.consumed(size)
+    }
+
+    /// The first `in` rule accepting a wire topic, and the local topic.
+    private func incoming(_ topic: String) -> (RelayRule, String)? {
+        for (rule, filter) in inRules where filter.matches(topic) {
+            if let local = TopicMapping.remap(topic, from: rule.remotePrefix, to: rule.localPrefix) { return (rule, local) }
+        }
+        return nil
+    }
+
+    private func currentPolicy() -> ACLPolicy? {
+        guard let store = service.aclStore else { return nil }
+        let snapshot = store.current
+        if let policy, policy.generation == snapshot.generation { return policy.policy }
+        let fresh = snapshot.acl.policy(for: .peer(name))
+        policy = (snapshot.generation, fresh)
+        return fresh
+    }
+
+    private func acknowledge(_ key: Key, _ outcome: RelayRecord.Outcome) {
+        pendingAcknowledgements[key.epoch, default: []].append((key.sequence, outcome))
+        guard !acknowledgementFlushScheduled else { return }
+        acknowledgementFlushScheduled = true
+        let loopBound = NIOLoopBound(self, eventLoop: service.eventLoop)
+        service.eventLoop.execute {
+            let peer = loopBound.value
+            peer.acknowledgementFlushScheduled = false
+            // Any open stream will do; with none the sender resends and the ledger answers.
+            guard let stream = peer.streams.last(where: \.isOpen) else {
+                peer.pendingAcknowledgements.removeAll()
+                return
+            }
+            for (epoch, entries) in peer.pendingAcknowledgements {
+                var index = 0
+                while index < entries.count {
+                    let chunk = Array(entries[index..<min(index + 4096, entries.count)])
+                    stream.send(.acknowledgement(epoch: epoch, chunk))
+                    index += chunk.count
+                }
+            }
+            peer.pendingAcknowledgements.removeAll()
+            stream.flush()
+        }
+    }
+}
+
+@available(*, unavailable)
+extension RelayPeer: Sendable {}
+
+/// The relay's end of a link stream: frames relay records out of the byte stream.
+final class RelayStreamEndpoint: LinkStreamEndpoint {
+    weak var stream: LinkStream?
+    unowned let peer: RelayPeer
+    private var inbound = ByteBuffer()
+    private var closed = false
+    private(set) var wasOpen = false
+
+    init(peer: RelayPeer) { self.peer = peer }
+
+    var isOpen: Bool { !closed && (stream?.isOpen ?? false) }
+    var canSend: Bool {
+        guard isOpen, let stream else { return false }
+        return stream.sendWindow > 0 && stream.link.isWritable
+    }
+
+    func send(_ record: RelayRecord) {
+        var buffer = ByteBuffer()
+        record.write(to: &buffer)
+        stream?.send(buffer)
+    }
+
+    func consumed(_ count: Int) { if !closed { stream?.consumed(count) } }
+    func flush() { stream?.link.flushIfNeeded() }
+
+    // MARK: LinkStreamEndpoint
+
+    func opened() {
+        guard !closed, !wasOpen else { return }
+        wasOpen = true
+        peer.streamOpened(self)
+    }
+
+    func deliver(_ bytes: ByteBuffer, fin: Bool) {
+        var bytes = bytes
+        inbound.writeBuffer(&bytes)
+        do {
+            while !closed, let (record, size) = try RelayRecord.read(from: &inbound) {
+                peer.received(record, size: size, from: self)
+            }
+            inbound.discardReadBytes()
+        } catch {
+            stream?.reset("relay protocol error: \(error)")
+            return
+        }
+        if fin { stream?.reset("relay stream ended") }
+    }
+
+    func resumeReading() { peer.windowOpened(self) }
+
+    func abort(reason: String) {
+        guard !closed else { return }
+        closed = true
+        peer.streamClosed(self, reason: reason)
+    }
+}
+
+@available(*, unavailable)
+extension RelayStreamEndpoint: Sendable {}

@@ -1,0 +1,277 @@
+import Foundation
+import TestSupport
+import Testing
+
+/// Two sites, each with its own mosquitto and its own mqbridge relaying topics to the other.
+/// A dials B through `tcp_cutter.py`, so a test can cut the link and restore it.
+final class RelayLab: @unchecked Sendable {
+    let directory: URL
+    let brokerA: MosquittoBroker
+    let brokerB: MosquittoBroker
+    var a: BridgeProcess!
+    var b: BridgeProcess!
+    var cutter: ChildProcess!
+    var cutterPort = 0
+    var linkPort = 0
+    let fingerprintA: String
+    let fingerprintB: String
+
+    /// Brokers keep every queued message for a disconnected relay or subscriber.
+    static let brokerConfiguration = ["max_queued_messages 0", "persistence false"]
+
+    init() throws {
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("mqbridge-relay-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        brokerA = try MosquittoBroker(extraConfiguration: Self.brokerConfiguration)
+        brokerB = try MosquittoBroker(extraConfiguration: Self.brokerConfiguration)
+        fingerprintA = try TestEnvironment.createIdentity(in: directory.appendingPathComponent("a/identity").path, name: "site-a")
+        fingerprintB = try TestEnvironment.createIdentity(in: directory.appendingPathComponent("b/identity").path, name: "site-b")
+    }
+
+    func path(_ relative: String) -> String { directory.appendingPathComponent(relative).path }
+
+    /// `relayA` / `relayB`: the body of each site's `relay:` mapping below `broker` (indented two spaces).
+    func start(aclA: String, aclB: String, relayA: String, relayB: String) throws {
+        try aclA.write(toFile: path("a/acl.conf"), atomically: true, encoding: .utf8)
+        try aclB.write(toFile: path("b/acl.conf"), atomically: true, encoding: .utf8)
+        let configB = """
+        identity: identity
+        acl: acl.conf
+        metrics: 127.0.0.1:0
+        link:
+          listen: 127.0.0.1:0
+          keepalive: 1s
+        peers:
+          - name: site-a
+            fingerprint: \(fingerprintA)
+        relay:
+          broker: 127.0.0.1:\(brokerB.port)
+        \(relayB)
+
+        """
+        try configB.write(toFile: path("b/mqbridge.yaml"), atomically: true, encoding: .utf8)
+        b = try BridgeProcess(["run", "--config", path("b/mqbridge.yaml")], expectMetrics: true, readyEvents: ["link_listening", "relay_broker_connected"])
+        linkPort = b.port(event: "link_listening")!
+        // From now on B always comes back on the same port.
+        let fixed = try String(contentsOfFile: path("b/mqbridge.yaml"), encoding: .utf8)
+            .replacingOccurrences(of: "listen: 127.0.0.1:0\n", with: "listen: 127.0.0.1:\(linkPort)\n")
+        try fixed.write(toFile: path("b/mqbridge.yaml"), atomically: true, encoding: .utf8)
+        cutter = try ChildProcess(["python3", TestEnvironment.script("tcp_cutter.py"), "\(linkPort)"], log: directory.appendingPathComponent("cutter.log"))
+        let deadline = Date().addingTimeInterval(10)
+        while cutterPort == 0 && Date() < deadline {
+            cutterPort = cutter.log.split(separator: "\n").first.flatMap { Int($0) } ?? 0
+            if cutterPort == 0 { usleep(20_000) }
+        }
+        guard cutterPort != 0 else { throw TestError("tcp_cutter.py did not report its port: \(cutter.log)") }
+        let configA = """
+        identity: identity
+        acl: acl.conf
+        metrics: 127.0.0.1:0
+        link:
+          keepalive: 1s
+        peers:
+          - name: site-b
+            fingerprint: \(fingerprintB)
+            connect: 127.0.0.1:\(cutterPort)
+        relay:
+          broker: 127.0.0.1:\(brokerA.port)
+        \(relayA)
+
+        """
+        try configA.write(toFile: path("a/mqbridge.yaml"), atomically: true, encoding: .utf8)
+        try startA()
+        try b.waitFor(event: "relay_stream_up")
+    }
+
+    func startA() throws {
+        a = try BridgeProcess(["run", "--config", path("a/mqbridge.yaml")], expectMetrics: true, readyEvents: ["relay_broker_connected"])
+    }
+
+    func startB() throws {
+        b = try BridgeProcess(["run", "--config", path("b/mqbridge.yaml")], expectMetrics: true, readyEvents: ["link_listening", "relay_broker_connected"])
+    }
+
+    func cutLink() { cutter.signal(SIGUSR1) }
+    func restoreLink() { cutter.signal(SIGUSR2) }
+
+    func stop() {
+        a?.stop()
+        b?.stop()
+        cutter?.stop()
+        brokerA.stop()
+        brokerB.stop()
+        if ProcessInfo.processInfo.environment["MQBRIDGE_KEEP_LOGS"] != nil { print("kept relay lab: \(directory.path)") } else {
+            try? FileManager.default.removeItem(at: directory)
+        }
+    }
+
+    /// A mosquitto_sub on `broker`, printing `format` per message into a log.
+    func subscribe(_ broker: MosquittoBroker, _ topic: String, name: String, format: String = "%t %p", extra: [String] = []) throws -> ChildProcess {
+        let sub = try ChildProcess(["mosquitto_sub", "-h", "127.0.0.1", "-p", "\(broker.port)", "-t", topic, "-F", format, "-q", "1"] + extra,
+                                   log: directory.appendingPathComponent("\(name).log"))
+        usleep(300_000)
+        return sub
+    }
+
+    func publish(_ broker: MosquittoBroker, _ topic: String, _ message: String, qos: Int = 1, extra: [String] = []) throws {
+        let r = try TestEnvironment.run(["mosquitto_pub", "-h", "127.0.0.1", "-p", "\(broker.port)", "-t", topic, "-m", message, "-q", "\(qos)"] + extra)
+        guard r.status == 0 else { throw TestError("mosquitto_pub: \(r.stderr)") }
+    }
+
+    static func waitUntil(timeout: Double, _ condition: () throws -> Bool) rethrows -> Bool {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if try condition() { return true }
+            usleep(50_000)
+        }
+        return try condition()
+    }
+}
+
+func lines(_ process: ChildProcess) -> [Substring] { process.log.split(separator: "\n") }
+
+@Suite("Topic relay between two sites (real brokers and bridges)", .serialized)
+struct RelayTests {
+    @Test("100,000 QoS 1 messages A → B while the link is cut three times and each bridge is SIGKILLed and restarted: every message arrives")
+    func noLossUnderFaults() throws {
+        let lab = try RelayLab()
+        defer { lab.stop() }
+        try lab.start(aclA: "", aclB: "peer site-a\ntopic write load/#\n",
+                      relayA: "  rules:\n    - {peer: site-b, filter: load/#, direction: out, qos: 1}",
+                      relayB: "  rules:\n    - {peer: site-a, filter: load/#, direction: in, qos: 1}")
+        let total = 100_000
+        let sub = try lab.subscribe(lab.brokerB, "load/#", name: "received", format: "%p", extra: ["-i", "counter", "-c"])
+        defer { sub.stop() }
+        let publisher = try ChildProcess(["python3", TestEnvironment.script("bulk_publish.py"), "\(lab.brokerA.port)", "load/x", "\(total)"],
+                                         log: lab.directory.appendingPathComponent("publisher.log"))
+        defer { publisher.stop() }
+        func arrived() -> Int { lines(sub).count }
+        var faults: [String] = []
+        func fault(_ name: String, _ action: () throws -> Void) throws {
+            // Each fault strikes while messages are still flowing.
+            _ = RelayLab.waitUntil(timeout: 20) { arrived() > (faults.count + 1) * total / 9 }
+            try action()
+            faults.append("\(name) at \(arrived())")
+        }
+        func kill(_ bridge: BridgeProcess, pause: useconds_t, restart: () throws -> Void) throws {
+            bridge.process.signal(SIGKILL)
+            bridge.process.wait(timeout: 5)
+            usleep(pause)
+            try restart()
+        }
+        try fault("cut link 1") { lab.cutLink(); usleep(1_000_000); lab.restoreLink() }
+        try fault("SIGKILL A") { try kill(lab.a, pause: 500_000, restart: lab.startA) }
+        try fault("cut link 2") { lab.cutLink(); usleep(1_500_000); lab.restoreLink() }
+        try fault("SIGKILL B") { try kill(lab.b, pause: 500_000, restart: lab.startB) }
+        try fault("cut link 3") { lab.cutLink(); usleep(1_000_000); lab.restoreLink() }
+        try fault("SIGKILL A again") { try kill(lab.a, pause: 0, restart: lab.startA) }
+        let complete = RelayLab.waitUntil(timeout: Double(ProcessInfo.processInfo.environment["RELAY_WAIT"] ?? "240") ?? 240) { Set(lines(sub)).count >= total }
+        let received = lines(sub).map(String.init)
+        let unique = Set(received)
+        let expected = Set((1...total).map { String(format: "m%06d", $0) })
+        let missing = expected.subtracting(unique)
+        let duplicates = received.count - unique.count
+        let suppressed = (try? lab.b.metric("mqbridge_relay_duplicates_suppressed_total")) ?? nil
+        print("relay fault test: \(total) published, \(unique.count) distinct received, \(duplicates) duplicates delivered, "
+              + "faults: \(faults.joined(separator: "; ")); resends recognised by B since its restart: \(suppressed.map { "\(Int($0))" } ?? "?")")
+        #expect(complete, "only \(unique.count) of \(total) arrived; first missing: \(missing.sorted().prefix(5))")
+        #expect(missing.count == 0)
+        #expect(unique.isSubset(of: expected))
+        #expect(faults.count == 6)
+        #expect(publisher.log.contains("done \(total)"), "the publisher did not finish: \(publisher.log)")
+        // Duplicates are what QoS 1 allows across a SIGKILL; they must stay a small fraction.
+        #expect(duplicates < total / 10)
+        // A's queue drains once B has everything.
+        #expect(RelayLab.waitUntil(timeout: 20) { ((try? lab.a.metric("mqbridge_relay_queue_messages")) ?? nil) == 0 })
+    }
+
+    @Test("`both` rules on the same topics at both sites (one relay speaking 5, the other 3.1.1): no loop, no duplicate")
+    func bothWithoutLoops() throws {
+        let lab = try RelayLab()
+        defer { lab.stop() }
+        try lab.start(aclA: "peer site-b\ntopic write shared/#\n", aclB: "peer site-a\ntopic write shared/#\n",
+                      relayA: "  protocol: 5\n  rules:\n    - {peer: site-b, filter: shared/#, direction: both, qos: 1}",
+                      relayB: "  protocol: 3.1.1\n  rules:\n    - {peer: site-a, filter: shared/#, direction: both, qos: 1}")
+        let atA = try lab.subscribe(lab.brokerA, "shared/#", name: "at-a")
+        let atB = try lab.subscribe(lab.brokerB, "shared/#", name: "at-b")
+        defer { atA.stop(); atB.stop() }
+        for i in 1...5 {
+            try lab.publish(lab.brokerA, "shared/a", "from-a-\(i)")
+            try lab.publish(lab.brokerB, "shared/b", "from-b-\(i)")
+        }
+        // The same payload published twice on purpose at one site arrives twice at the other.
+        try lab.publish(lab.brokerA, "shared/a", "twice")
+        try lab.publish(lab.brokerA, "shared/a", "twice")
+        #expect(RelayLab.waitUntil(timeout: 15) { lines(atA).count >= 12 && lines(atB).count >= 12 })
+        usleep(2_000_000)  // a loop would keep going: give it time to show
+        let expected = ((1...5).map { "shared/a from-a-\($0)" } + (1...5).map { "shared/b from-b-\($0)" } + ["shared/a twice", "shared/a twice"]).sorted()
+        #expect(lines(atA).map(String.init).sorted() == expected)
+        #expect(lines(atB).map(String.init).sorted() == expected)
+        // B (3.1.1) recognised its own publications coming back; A (5) asked for No Local.
+        #expect(try lab.b.metric("mqbridge_relay_echo_suppressed_total") == 7)
+        #expect(try lab.a.metric("mqbridge_relay_echo_suppressed_total") ?? 0 == 0)
+    }
+
+    @Test("Prefixes remap topics and the response topic; retained flag and v5 properties cross; the receiving ACL refuses what it does not grant")
+    func remappingPropertiesRetainedAndACL() throws {
+        let lab = try RelayLab()
+        defer { lab.stop() }
+        let aclB = """
+        peer site-a
+        topic write from-a/sensors/#
+        topic write from-a/commands/#
+        topic deny from-a/commands/reboot
+
+        """
+        try lab.start(aclA: "", aclB: aclB,
+                      relayA: """
+                        protocol: 5
+                        rules:
+                          - {peer: site-b, filter: "sensors/#", direction: out, qos: 1, remote_prefix: site-a/}
+                          - {peer: site-b, filter: "commands/#", direction: out, qos: 1, remote_prefix: site-a/}
+                          - {peer: site-b, filter: "other/#", direction: out, qos: 1, remote_prefix: site-a/}
+                      """,
+                      relayB: """
+                        protocol: 5
+                        rules:
+                          - {peer: site-a, filter: "sensors/#", direction: in, qos: 1, remote_prefix: site-a/, local_prefix: from-a/}
+                          - {peer: site-a, filter: "commands/#", direction: in, qos: 1, remote_prefix: site-a/, local_prefix: from-a/}
+                      """)
+        let atB = try lab.subscribe(lab.brokerB, "#", name: "at-b", format: "%t|%p|%r|%C|%D|%R|%P|%E", extra: ["-V", "5"])
+        defer { atB.stop() }
+        try lab.publish(lab.brokerA, "sensors/t1", "21.5", extra: [
+            "-V", "5", "-r",
+            "-D", "publish", "content-type", "text/plain",
+            "-D", "publish", "correlation-data", "req-42",
+            "-D", "publish", "response-topic", "replies/t1",
+            "-D", "publish", "user-property", "unit", "celsius",
+            "-D", "publish", "message-expiry-interval", "3600",
+        ])
+        try lab.publish(lab.brokerA, "commands/reboot", "now")   // B's ACL denies
+        try lab.publish(lab.brokerA, "other/x", "nobody-wants")   // no `in` rule at B
+        try lab.publish(lab.brokerA, "commands/light", "on")
+        #expect(RelayLab.waitUntil(timeout: 15) { lines(atB).count >= 2 })
+        try lab.b.waitFor(event: "relay_refused", matching: ["reason": "no_rule"])
+        usleep(500_000)
+        let got = lines(atB).map(String.init)
+        #expect(got.count == 2, "\(got)")
+        let sensor = got.first { $0.hasPrefix("from-a/sensors/t1|") }?.split(separator: "|", omittingEmptySubsequences: false).map(String.init)
+        #expect(sensor?[1] == "21.5")
+        #expect(sensor?[2] == "0")   // a live message: retained, but not marked so for an existing subscription
+        #expect(sensor?[3] == "text/plain")
+        #expect(sensor?[4] == "req-42")
+        // A's `replies/t1` is `site-a/replies/t1` on the wire and `from-a/replies/t1` at B.
+        #expect(sensor?[5] == "from-a/replies/t1")
+        #expect(sensor?[6] == "unit:celsius")
+        #expect(Int(sensor?[7] ?? "") ?? 0 > 3500)
+        #expect(got.contains { $0.hasPrefix("from-a/commands/light|on|") })
+        let denied = lab.b.lines(event: "relay_refused").first { $0["reason"] == "acl" }
+        #expect(denied?["topic"] == "site-a/commands/reboot")
+        #expect(denied?["rule"]?.hasSuffix("acl.conf:4") == true)
+        #expect(try lab.b.metric("mqbridge_relay_refused_total{by=\"this_site\"}") == 2)
+        #expect(RelayLab.waitUntil(timeout: 10) { ((try? lab.a.metric("mqbridge_relay_refused_total{by=\"peer\"}")) ?? nil) == 2 })
+        // The retained message is kept at B: a new subscriber gets it, marked retained.
+        let late = try TestEnvironment.run(["mosquitto_sub", "-h", "127.0.0.1", "-p", "\(lab.brokerB.port)", "-t", "from-a/sensors/#", "-F", "%t|%p|%r", "-C", "1", "-W", "5"])
+        #expect(String(decoding: late.stdout, as: UTF8.self) == "from-a/sensors/t1|21.5|1\n")
+    }
+}
