@@ -132,57 +132,80 @@ func lines(_ process: ChildProcess) -> [Substring] { process.log.split(separator
 
 @Suite("Topic relay between two sites (real brokers and bridges)", .serialized)
 struct RelayTests {
-    @Test("100,000 QoS 1 messages A → B while the link is cut three times and each bridge is SIGKILLed and restarted: every message arrives")
-    func noLossUnderFaults() throws {
+    /// Publishes `total` messages at A at `qos` and strikes `faults` while they flow to B;
+    /// returns what B's subscriber received (payloads in arrival order).
+    func relayUnderFaults(total: Int, qos: Int, faults plan: [String]) throws -> (received: [String], faults: [String], lab: RelayLab, complete: Bool) {
         let lab = try RelayLab()
-        defer { lab.stop() }
         try lab.start(aclA: "", aclB: "peer site-a\ntopic write load/#\n",
-                      relayA: "  rules:\n    - {peer: site-b, filter: load/#, direction: out, qos: 1}",
-                      relayB: "  rules:\n    - {peer: site-a, filter: load/#, direction: in, qos: 1}")
-        let total = 100_000
-        let sub = try lab.subscribe(lab.brokerB, "load/#", name: "received", format: "%p", extra: ["-i", "counter", "-c"])
+                      relayA: "  rules:\n    - {peer: site-b, filter: load/#, direction: out, qos: \(qos)}",
+                      relayB: "  rules:\n    - {peer: site-a, filter: load/#, direction: in, qos: \(qos)}")
+        let sub = try lab.subscribe(lab.brokerB, "load/#", name: "received", format: "%p", extra: ["-i", "counter", "-c", "-q", "\(qos)"])
         defer { sub.stop() }
-        let publisher = try ChildProcess(["python3", TestEnvironment.script("bulk_publish.py"), "\(lab.brokerA.port)", "load/x", "\(total)"],
+        let publisher = try ChildProcess(["python3", TestEnvironment.script("bulk_publish.py"), "\(lab.brokerA.port)", "load/x", "\(total)",
+                                          // mosquitto answers "quota exceeded" beyond 20 incoming QoS 2 exchanges per client.
+                                          qos == 2 ? "10" : "200", "\(qos)"],
                                          log: lab.directory.appendingPathComponent("publisher.log"))
         defer { publisher.stop() }
         func arrived() -> Int { lines(sub).count }
         var faults: [String] = []
-        func fault(_ name: String, _ action: () throws -> Void) throws {
-            // Each fault strikes while messages are still flowing.
-            _ = RelayLab.waitUntil(timeout: 20) { arrived() > (faults.count + 1) * total / 9 }
-            try action()
-            faults.append("\(name) at \(arrived())")
-        }
         func kill(_ bridge: BridgeProcess, pause: useconds_t, restart: () throws -> Void) throws {
             bridge.process.signal(SIGKILL)
             bridge.process.wait(timeout: 5)
             usleep(pause)
             try restart()
         }
-        try fault("cut link 1") { lab.cutLink(); usleep(1_000_000); lab.restoreLink() }
-        try fault("SIGKILL A") { try kill(lab.a, pause: 500_000, restart: lab.startA) }
-        try fault("cut link 2") { lab.cutLink(); usleep(1_500_000); lab.restoreLink() }
-        try fault("SIGKILL B") { try kill(lab.b, pause: 500_000, restart: lab.startB) }
-        try fault("cut link 3") { lab.cutLink(); usleep(1_000_000); lab.restoreLink() }
-        try fault("SIGKILL A again") { try kill(lab.a, pause: 0, restart: lab.startA) }
+        for (index, name) in plan.enumerated() {
+            // Each fault strikes while messages are still flowing.
+            _ = RelayLab.waitUntil(timeout: 20) { arrived() > (index + 1) * total / (plan.count + 3) }
+            let at = arrived()
+            switch name {
+            case "cut": lab.cutLink(); usleep(1_000_000); lab.restoreLink()
+            case "kill A": try kill(lab.a, pause: 300_000, restart: lab.startA)
+            case "kill B": try kill(lab.b, pause: 300_000, restart: lab.startB)
+            default: throw TestError("unknown fault \(name)")
+            }
+            faults.append("\(name) at \(at)")
+        }
         let complete = RelayLab.waitUntil(timeout: Double(ProcessInfo.processInfo.environment["RELAY_WAIT"] ?? "240") ?? 240) { Set(lines(sub)).count >= total }
-        let received = lines(sub).map(String.init)
-        let unique = Set(received)
+        #expect(publisher.log.contains("done \(total)"), "the publisher did not finish: \(publisher.log)")
+        // Let any late duplicate show before counting.
+        _ = RelayLab.waitUntil(timeout: 20) { ((try? lab.a.metric("mqbridge_relay_queue_messages")) ?? nil) == 0 }
+        usleep(500_000)
+        return (lines(sub).map(String.init), faults, lab, complete)
+    }
+
+    @Test("100,000 QoS 1 messages A → B while the link is cut three times and each bridge is SIGKILLed and restarted: every message arrives")
+    func noLossUnderFaults() throws {
+        let total = 100_000
+        let run = try relayUnderFaults(total: total, qos: 1, faults: ["cut", "kill A", "cut", "kill B", "cut", "kill A"])
+        defer { run.lab.stop() }
+        let unique = Set(run.received)
         let expected = Set((1...total).map { String(format: "m%06d", $0) })
         let missing = expected.subtracting(unique)
-        let duplicates = received.count - unique.count
-        let suppressed = (try? lab.b.metric("mqbridge_relay_duplicates_suppressed_total")) ?? nil
-        print("relay fault test: \(total) published, \(unique.count) distinct received, \(duplicates) duplicates delivered, "
-              + "faults: \(faults.joined(separator: "; ")); resends recognised by B since its restart: \(suppressed.map { "\(Int($0))" } ?? "?")")
-        #expect(complete, "only \(unique.count) of \(total) arrived; first missing: \(missing.sorted().prefix(5))")
+        let duplicates = run.received.count - unique.count
+        let suppressed = (try? run.lab.b.metric("mqbridge_relay_duplicates_suppressed_total")) ?? nil
+        print("relay fault test QoS 1: \(total) published, \(unique.count) distinct received, \(duplicates) duplicates delivered, "
+              + "faults: \(run.faults.joined(separator: "; ")); resends recognised by B since its restart: \(suppressed.map { "\(Int($0))" } ?? "?")")
+        #expect(run.complete, "only \(unique.count) of \(total) arrived; first missing: \(missing.sorted().prefix(5))")
         #expect(missing.count == 0)
         #expect(unique.isSubset(of: expected))
-        #expect(faults.count == 6)
-        #expect(publisher.log.contains("done \(total)"), "the publisher did not finish: \(publisher.log)")
+        #expect(run.faults.count == 6)
         // Duplicates are what QoS 1 allows across a SIGKILL; they must stay a small fraction.
-        #expect(duplicates < total / 10)
-        // A's queue drains once B has everything.
-        #expect(RelayLab.waitUntil(timeout: 20) { ((try? lab.a.metric("mqbridge_relay_queue_messages")) ?? nil) == 0 })
+        #expect(duplicates < total / 20)
+        #expect(((try? run.lab.a.metric("mqbridge_relay_queue_messages")) ?? nil) == 0)
+    }
+
+    @Test("QoS 2 across the link is exactly once: 20,000 messages, both bridges SIGKILLed and the link cut, no loss and no duplicate")
+    func exactlyOnceUnderFaults() throws {
+        let total = 20_000
+        let run = try relayUnderFaults(total: total, qos: 2, faults: ["kill B", "cut", "kill A", "kill B"])
+        defer { run.lab.stop() }
+        let unique = Set(run.received)
+        print("relay fault test QoS 2: \(total) published, \(unique.count) distinct received, \(run.received.count - unique.count) duplicates, faults: \(run.faults.joined(separator: "; "))")
+        #expect(run.complete)
+        let expected = Set((1...total).map { String(format: "m%06d", $0) })
+        #expect(unique.count == total && unique.isSubset(of: expected), "\(expected.subtracting(unique).count) missing")
+        #expect(run.received.count == total, "\(run.received.count - total) duplicates")
     }
 
     @Test("`both` rules on the same topics at both sites (one relay speaking 5, the other 3.1.1): no loop, no duplicate")

@@ -15,8 +15,30 @@ final class DeliveryLedger {
         var above: Set<UInt64> = []
     }
 
+    private enum RecordType: UInt8 {
+        case delivered = 0
+        case highWater = 1
+        /// A QoS 2 publication to the broker is starting with this packet id.
+        case intent = 2
+        /// Its PUBREC arrived: the broker has it; only PUBREL remains.
+        case released = 3
+    }
+
+    struct Key: Hashable {
+        var epoch: UInt64
+        var sequence: UInt64
+    }
+
+    /// A QoS 2 exchange with the local broker, recorded so that after a restart it is resumed
+    /// with the same packet id (which the broker recognises) instead of published anew.
+    struct Intent: Equatable {
+        var packetID: UInt16
+        var released: Bool
+    }
+
     private let path: String
     private var windows: [UInt64: Window] = [:]
+    private(set) var intents: [Key: Intent] = [:]
     private var fd: Int32 = -1
     private var appended = 0
     private static let compactAfter = 1 << 20
@@ -29,7 +51,22 @@ final class DeliveryLedger {
                 let type = data[data.startIndex + offset]
                 let epoch = Self.integer(data, offset + 1)
                 let value = Self.integer(data, offset + 9)
-                if type == 1 { advance(epoch: epoch, floor: value + 1) } else { insert(epoch: epoch, sequence: value) }
+                switch type {
+                case RecordType.delivered.rawValue:
+                    insert(epoch: epoch, sequence: value)
+                    intents[Key(epoch: epoch, sequence: value)] = nil
+                case RecordType.highWater.rawValue:
+                    advance(epoch: epoch, floor: value + 1)
+                case RecordType.intent.rawValue:
+                    guard offset + 19 <= data.count else { break }
+                    let id = UInt16(data[data.startIndex + offset + 17]) << 8 | UInt16(data[data.startIndex + offset + 18])
+                    intents[Key(epoch: epoch, sequence: value)] = Intent(packetID: id, released: false)
+                    offset += 2
+                case RecordType.released.rawValue:
+                    intents[Key(epoch: epoch, sequence: value)]?.released = true
+                default:
+                    break
+                }
                 offset += 17
             }
         }
@@ -52,14 +89,25 @@ final class DeliveryLedger {
     /// Records a published message.
     func record(epoch: UInt64, sequence: UInt64) {
         insert(epoch: epoch, sequence: sequence)
-        append(type: 0, epoch: epoch, value: sequence)
+        intents[Key(epoch: epoch, sequence: sequence)] = nil
+        append(type: RecordType.delivered.rawValue, epoch: epoch, value: sequence)
+    }
+
+    func recordIntent(epoch: UInt64, sequence: UInt64, packetID: UInt16) {
+        intents[Key(epoch: epoch, sequence: sequence)] = Intent(packetID: packetID, released: false)
+        append(type: RecordType.intent.rawValue, epoch: epoch, value: sequence, packetID: packetID)
+    }
+
+    func recordReleased(epoch: UInt64, sequence: UInt64) {
+        intents[Key(epoch: epoch, sequence: sequence)]?.released = true
+        append(type: RecordType.released.rawValue, epoch: epoch, value: sequence)
     }
 
     /// The sender will never send anything below `floor` again.
     func forget(epoch: UInt64, below floor: UInt64) {
         guard floor > 1, (windows[epoch]?.highWater ?? 0) < floor - 1 else { return }
         advance(epoch: epoch, floor: floor)
-        append(type: 1, epoch: epoch, value: floor - 1)
+        append(type: RecordType.highWater.rawValue, epoch: epoch, value: floor - 1)
     }
 
     private func insert(epoch: UInt64, sequence: UInt64) {
@@ -78,10 +126,11 @@ final class DeliveryLedger {
         windows[epoch] = window
     }
 
-    private func append(type: UInt8, epoch: UInt64, value: UInt64) {
+    private func append(type: UInt8, epoch: UInt64, value: UInt64, packetID: UInt16? = nil) {
         var bytes = [type]
         for shift in stride(from: 56, through: 0, by: -8) { bytes.append(UInt8(truncatingIfNeeded: epoch >> UInt64(shift))) }
         for shift in stride(from: 56, through: 0, by: -8) { bytes.append(UInt8(truncatingIfNeeded: value >> UInt64(shift))) }
+        if let packetID { bytes += [UInt8(packetID >> 8), UInt8(packetID & 0xFF)] }
         _ = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
         appended += 1
         if appended >= Self.compactAfter { try? rewrite() }
@@ -97,8 +146,12 @@ final class DeliveryLedger {
         appended = 0
         let current = windows
         for (epoch, window) in current {
-            append(type: 1, epoch: epoch, value: window.highWater)
-            for sequence in window.above { append(type: 0, epoch: epoch, value: sequence) }
+            append(type: RecordType.highWater.rawValue, epoch: epoch, value: window.highWater)
+            for sequence in window.above { append(type: RecordType.delivered.rawValue, epoch: epoch, value: sequence) }
+        }
+        for (key, intent) in intents {
+            append(type: RecordType.intent.rawValue, epoch: key.epoch, value: key.sequence, packetID: intent.packetID)
+            if intent.released { append(type: RecordType.released.rawValue, epoch: key.epoch, value: key.sequence) }
         }
         fsync(fd)
         guard rename(temporary, path) == 0 else { throw DurableQueue.AppendError.io("cannot rename \(temporary): \(String(cString: strerror(errno)))") }

@@ -44,6 +44,8 @@ public final class DurableQueue: @unchecked Sendable {
         /// The next sequence at the time a segment was started: keeps numbering monotonic
         /// even when every earlier segment has been deleted.
         case sequenceFloor = 3
+        /// The broker released a QoS 2 packet id (PUBREL): a later PUBLISH with it is new.
+        case released = 4
     }
 
     private struct PendingWrite {
@@ -69,6 +71,8 @@ public final class DurableQueue: @unchecked Sendable {
         var currentSegmentBytes = 0
         /// Every message up to this sequence is on disk (fsync'd).
         var durableUpTo: UInt64 = 0
+        /// QoS 2 deliveries from the broker not yet released: broker packet id → sequence.
+        var unreleased: [UInt16: UInt64] = [:]
     }
 
     public let configuration: Configuration
@@ -112,7 +116,12 @@ public final class DurableQueue: @unchecked Sendable {
                 let type = body.readInteger(as: UInt8.self)
                 switch type.flatMap(RecordType.init(rawValue:)) {
                 case .message:
-                    if let message = RelayMessage.read(from: &body) { messages.append((segment, message)) }
+                    if let message = RelayMessage.read(from: &body) {
+                        messages.append((segment, message))
+                        if message.brokerPacketID != 0 { recovered.unreleased[message.brokerPacketID] = message.sequence }
+                    }
+                case .released:
+                    if let id = body.readInteger(as: UInt16.self) { recovered.unreleased[id] = nil }
                 case .acknowledgement:
                     while let sequence = body.readInteger(as: UInt64.self) {
                         acknowledged.insert(sequence)
@@ -204,6 +213,7 @@ public final class DurableQueue: @unchecked Sendable {
             message.sequence = state.nextSequence
             state.nextSequence += 1
             state.pending[message.sequence] = message
+            if message.brokerPacketID != 0 { state.unreleased[message.brokerPacketID] = message.sequence }
             state.order.append(message.sequence)
             state.queuedBytes += message.encodedSize
             var record = ByteBuffer()
@@ -221,6 +231,36 @@ public final class DurableQueue: @unchecked Sendable {
             promise.fail(error)
             return .failure(error)
         }
+    }
+
+    /// Whether a QoS 2 PUBLISH with this broker packet id is already safely queued (a
+    /// redelivery after a restart or reconnect, to be answered with PUBREC only).
+    public func holdsUnreleased(packetID: UInt16) -> Bool {
+        state.withLockedValue { state in
+            guard let sequence = state.unreleased[packetID] else { return false }
+            return sequence <= state.durableUpTo
+        }
+    }
+
+    /// Records the broker's PUBREL for `packetID`; the future completes once that is on disk
+    /// (only then may PUBCOMP go out: the broker may reuse the id right after).
+    public func release(packetID: UInt16, on eventLoop: any EventLoop) -> EventLoopFuture<Void>? {
+        let promise = eventLoop.makePromise(of: Void.self)
+        let held = state.withLockedValue { state -> Bool in
+            guard !state.closed, state.unreleased.removeValue(forKey: packetID) != nil else { return false }
+            var record = ByteBuffer()
+            record.writeInteger(RecordType.released.rawValue)
+            record.writeInteger(packetID)
+            state.batch.append(PendingWrite(bytes: record, promise: promise, sequence: nil))
+            return true
+        }
+        guard held else {
+            promise.succeed()
+            return nil
+        }
+        wakeWriter.lock()
+        wakeWriter.unlock(withValue: 1)
+        return promise.futureResult
     }
 
     /// Marks messages delivered (their remote broker acknowledged them). Written lazily: a

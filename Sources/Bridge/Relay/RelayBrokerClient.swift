@@ -23,16 +23,39 @@ final class RelayBrokerClient {
     private var backoff = TimeAmount.milliseconds(100)
     private var nextPacketID: UInt16 = 1
     /// Our publications not yet acknowledged by the broker: resent (DUP) after a reconnect.
-    private var inflight: [UInt16: (publish: Publish, onAcknowledged: () -> Void)] = [:]
+    private var inflight: [UInt16: Outgoing] = [:]
     private var inflightOrder: [UInt16] = []
-    /// Publications waiting for a free in-flight slot.
-    private var waiting: [(Publish, () -> Void)] = []
+    /// Publications waiting for a free in-flight slot (a queue: `waitingHead` is its front).
+    private var waiting: [Outgoing] = []
+    private var waitingHead = 0
+    /// Packet ids of QoS 2 exchanges recorded before a restart and not finished: never given
+    /// to a new publication (the broker may still hold them).
+    private var reservedIDs: Set<UInt16> = []
     private let maximumInflight = 256
     private var needsFlush = false
     private var pinger: RepeatedTask?
+    private var qos2Limit = 20
+    private var qos2Inflight = 0
     static let keepAlive: UInt16 = 30
 
+    /// One publication to the broker and the hooks of its QoS 2 exchange.
+    struct Outgoing {
+        var publish: Publish
+        /// Resume an exchange started before a restart with this packet id.
+        var packetID: UInt16?
+        /// The broker already has it (PUBREC was seen before the restart): send PUBREL only.
+        var released = false
+        /// Runs with the packet id before the PUBLISH is first written (to record it).
+        var beforeSend: ((UInt16) -> Void)?
+        /// Runs when PUBREC arrives, before PUBREL is written (to record it).
+        var beforeRelease: (() -> Void)?
+        var onAcknowledged: () -> Void
+    }
+
     var subscriptions: [(filter: String, qos: QoS)]
+    /// The broker's PUBREL for a QoS 2 message we received: call the completion (after
+    /// recording the release durably) to send PUBCOMP.
+    var onRelease: ((UInt16, @escaping () -> Void) -> Void)?
     var onMessage: ((Incoming) -> Void)?
     var onConnected: (() -> Void)?
 
@@ -110,6 +133,10 @@ final class RelayBrokerClient {
             }
             connected = true
             backoff = .milliseconds(100)
+            // A broker keeps state for each unfinished incoming QoS 2 exchange and refuses
+            // (mosquitto: disconnects) beyond its quota: v5 says it in Receive Maximum; for
+            // 3.1.1 assume mosquitto's default max_inflight_messages.
+            qos2Limit = Int(ack.properties?.receiveMaximum ?? 20)
             // Keep the session alive while idle: the broker drops a client silent for 1.5 × keep-alive.
             let loopBound = NIOLoopBound(self, eventLoop: eventLoop)
             pinger?.cancel()
@@ -127,9 +154,14 @@ final class RelayBrokerClient {
             }
             // Resend what the broker had not acknowledged, as duplicates of the same packets.
             for id in inflightOrder {
-                guard var publish = inflight[id]?.publish else { continue }
-                publish.dup = true
-                write(.publish(publish))
+                guard let entry = inflight[id] else { continue }
+                if entry.released {
+                    write(.pubRel(PubRel(packetIdentifier: id)))
+                } else {
+                    var publish = entry.publish
+                    publish.dup = true
+                    write(.publish(publish))
+                }
             }
             needsFlush = true
             onConnected?()
@@ -150,11 +182,27 @@ final class RelayBrokerClient {
                 client.flush()
             }))
         case .pubRel(let rel):
-            write(.pubComp(PubComp(packetIdentifier: rel.packetIdentifier)))
+            let id = rel.packetIdentifier
+            guard let onRelease else {
+                write(.pubComp(PubComp(packetIdentifier: id)))
+                return
+            }
+            let loopBound = NIOLoopBound(self, eventLoop: eventLoop)
+            onRelease(id) {
+                let client = loopBound.value
+                client.write(.pubComp(PubComp(packetIdentifier: id)))
+                client.flush()
+            }
         case .pubAck(let ack):
             completed(ack.packetIdentifier)
         case .pubRec(let rec):
-            write(.pubRel(PubRel(packetIdentifier: rec.packetIdentifier)))
+            let id = rec.packetIdentifier
+            if var entry = inflight[id], !entry.released {
+                entry.beforeRelease?()
+                entry.released = true
+                inflight[id] = entry
+            }
+            write(.pubRel(PubRel(packetIdentifier: id)))
         case .pubComp(let comp):
             completed(comp.packetIdentifier)
         case .subAck, .unsubAck, .pingResp, .disconnect, .auth, .connect, .subscribe, .unsubscribe, .pingReq:
@@ -178,25 +226,49 @@ final class RelayBrokerClient {
     /// Publishes to the local broker; `onAcknowledged` runs when the broker has it
     /// (immediately for QoS 0, PUBACK for 1, PUBCOMP for 2).
     func publish(_ publish: Publish, onAcknowledged: @escaping () -> Void) {
-        waiting.append((publish, onAcknowledged))
+        self.publish(Outgoing(publish: publish, onAcknowledged: onAcknowledged))
+    }
+
+    func publish(_ outgoing: Outgoing) {
+        waiting.append(outgoing)
         pump()
     }
 
+    /// Ids of exchanges recorded before a restart: kept out of allocation until resumed.
+    func reserve(_ ids: some Sequence<UInt16>) { reservedIDs.formUnion(ids) }
+
     private func pump() {
         guard connected else { return }
-        while !waiting.isEmpty && inflight.count < maximumInflight {
-            var (publish, done) = waiting.removeFirst()
-            if publish.qos == .atMostOnce {
-                publish.packetIdentifier = nil
-                write(.publish(publish))
-                done()
+        while waitingHead < waiting.count && inflight.count < maximumInflight {
+            var outgoing = waiting[waitingHead]
+            if outgoing.publish.qos == .exactlyOnce {
+                // In order: a QoS 2 message over quota holds the ones behind it.
+                guard qos2Inflight < qos2Limit else { break }
+                qos2Inflight += 1
+            }
+            waitingHead += 1
+            if outgoing.publish.qos == .atMostOnce {
+                outgoing.publish.packetIdentifier = nil
+                write(.publish(outgoing.publish))
+                outgoing.onAcknowledged()
                 continue
             }
-            let id = allocateID()
-            publish.packetIdentifier = id
-            inflight[id] = (publish, done)
+            let id: UInt16
+            if let resumed = outgoing.packetID, inflight[resumed] == nil {
+                id = resumed
+                outgoing.publish.dup = true
+            } else {
+                id = allocateID()
+            }
+            outgoing.publish.packetIdentifier = id
+            if !outgoing.released { outgoing.beforeSend?(id) }
+            inflight[id] = outgoing
             inflightOrder.append(id)
-            write(.publish(publish))
+            if outgoing.released { write(.pubRel(PubRel(packetIdentifier: id))) } else { write(.publish(outgoing.publish)) }
+        }
+        if waitingHead > 1024 && waitingHead * 2 > waiting.count {
+            waiting.removeFirst(waitingHead)
+            waitingHead = 0
         }
         flushIfNeeded()
     }
@@ -204,6 +276,8 @@ final class RelayBrokerClient {
     private func completed(_ id: UInt16) {
         guard let entry = inflight.removeValue(forKey: id) else { return }
         if let index = inflightOrder.firstIndex(of: id) { inflightOrder.remove(at: index) }
+        if entry.publish.qos == .exactlyOnce { qos2Inflight -= 1 }
+        if entry.packetID == id { reservedIDs.remove(id) }
         entry.onAcknowledged()
         pump()
     }
@@ -211,7 +285,7 @@ final class RelayBrokerClient {
     private func allocateID() -> UInt16 {
         repeat {
             nextPacketID = nextPacketID == UInt16.max ? 1 : nextPacketID + 1
-        } while inflight[nextPacketID] != nil
+        } while inflight[nextPacketID] != nil || reservedIDs.contains(nextPacketID)
         return nextPacketID
     }
 

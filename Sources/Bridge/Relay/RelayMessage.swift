@@ -16,9 +16,12 @@ public struct RelayMessage: Sendable, Equatable {
     public var queuedAt: UInt64
     /// Message expiry (seconds) from 5.0, 0 if none: dropped once exceeded.
     public var expirySeconds: UInt32
+    /// The packet id of a QoS 2 delivery from the local broker (0 otherwise): after a restart a
+    /// redelivered PUBLISH with this id is recognised as this message until the broker's PUBREL.
+    public var brokerPacketID: UInt16
 
     public init(sequence: UInt64, topic: String, qos: UInt8, retain: Bool, properties: ByteBuffer = ByteBuffer(), payload: ByteBuffer,
-                queuedAt: UInt64, expirySeconds: UInt32 = 0) {
+                queuedAt: UInt64, expirySeconds: UInt32 = 0, brokerPacketID: UInt16 = 0) {
         self.sequence = sequence
         self.topic = topic
         self.qos = qos
@@ -27,10 +30,11 @@ public struct RelayMessage: Sendable, Equatable {
         self.payload = payload
         self.queuedAt = queuedAt
         self.expirySeconds = expirySeconds
+        self.brokerPacketID = brokerPacketID
     }
 
     /// Bytes on disk and on the wire (without framing).
-    public var encodedSize: Int { 8 + 2 + topic.utf8.count + 1 + 1 + 4 + properties.readableBytes + 4 + payload.readableBytes + 8 + 4 }
+    public var encodedSize: Int { 8 + 2 + topic.utf8.count + 1 + 1 + 4 + properties.readableBytes + 4 + payload.readableBytes + 8 + 4 + 2 }
 
     public func write(to buffer: inout ByteBuffer) {
         buffer.writeInteger(sequence)
@@ -44,6 +48,7 @@ public struct RelayMessage: Sendable, Equatable {
         buffer.writeImmutableBuffer(payload)
         buffer.writeInteger(queuedAt)
         buffer.writeInteger(expirySeconds)
+        buffer.writeInteger(brokerPacketID)
     }
 
     public static func read(from buffer: inout ByteBuffer) -> RelayMessage? {
@@ -55,8 +60,9 @@ public struct RelayMessage: Sendable, Equatable {
               let propertiesLength = buffer.readInteger(as: UInt32.self), let properties = buffer.readSlice(length: Int(propertiesLength)),
               let payloadLength = buffer.readInteger(as: UInt32.self), let payload = buffer.readSlice(length: Int(payloadLength)),
               let queuedAt = buffer.readInteger(as: UInt64.self),
-              let expiry = buffer.readInteger(as: UInt32.self) else { return nil }
+              let expiry = buffer.readInteger(as: UInt32.self),
+              let brokerPacketID = buffer.readInteger(as: UInt16.self) else { return nil }
         return RelayMessage(sequence: sequence, topic: topic, qos: qos, retain: retain != 0, properties: properties, payload: payload,
-                            queuedAt: queuedAt, expirySeconds: expiry)
+                            queuedAt: queuedAt, expirySeconds: expiry, brokerPacketID: brokerPacketID)
     }
 }

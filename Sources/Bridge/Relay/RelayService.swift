@@ -115,6 +115,8 @@ final class RelayService {
     func start() {
         let loopBound = NIOLoopBound(self, eventLoop: eventLoop)
         broker.onMessage = { loopBound.value.fromBroker($0) }
+        broker.onRelease = { id, complete in loopBound.value.released(packetID: id, complete: complete) }
+        for peer in peers.values { broker.reserve(peer.recoveredPacketIDs) }
         broker.onConnected = {
             let service = loopBound.value
             service.logger.notice("relay connected to the local broker", metadata: ["event": "relay_broker_connected", "broker": "\(service.configuration.broker)"])
@@ -167,6 +169,17 @@ final class RelayService {
             incoming.acknowledge()
             return
         }
+        // A QoS 2 delivery is recognised by its packet id until the broker's PUBREL: a
+        // redelivery (after our restart or reconnect) of one already queued only needs PUBREC.
+        let brokerPacketID = publish.qos == .exactlyOnce ? publish.packetIdentifier ?? 0 : 0
+        if brokerPacketID != 0 && publish.dup {
+            targets.removeAll { $0.0.queue?.holdsUnreleased(packetID: brokerPacketID) ?? false }
+        }
+        guard !targets.isEmpty else {
+            metrics.duplicates.increment()
+            incoming.acknowledge()
+            return
+        }
         let intake = RelayIntake(remaining: targets.count, acknowledge: incoming.acknowledge)
         let now = Self.nowMilliseconds()
         for (peer, rule, wire) in targets {
@@ -185,9 +198,20 @@ final class RelayService {
             if !carried.isEmpty { carried.write(to: &block) }
             let qos = min(publish.qos.rawValue, rule.qos)
             let message = RelayMessage(sequence: 0, topic: wire, qos: qos, retain: publish.retain, properties: block, payload: publish.payload,
-                                       queuedAt: now, expirySeconds: expiry)
+                                       queuedAt: now, expirySeconds: expiry, brokerPacketID: brokerPacketID)
             peer.enqueue(message, intake: intake)
         }
+    }
+
+    /// The broker released a QoS 2 packet id: record it in every queue holding it, then PUBCOMP.
+    private func released(packetID: UInt16, complete: @escaping () -> Void) {
+        let writes = peers.values.compactMap { $0.queue?.release(packetID: packetID, on: eventLoop) }
+        guard !writes.isEmpty else {
+            complete()
+            return
+        }
+        let loopBound = NIOLoopBound(complete, eventLoop: eventLoop)
+        EventLoopFuture.whenAllComplete(writes, on: eventLoop).whenComplete { _ in loopBound.value() }
     }
 
     /// Notes a publication of ours that our own subscription will deliver back (3.1.1).
@@ -567,7 +591,7 @@ final class RelayPeer {
         if queued { inProgress.insert(key) }
         let loopBound = NIOLoopBound(self, eventLoop: service.eventLoop)
         let streamBound = NIOLoopBound(stream, eventLoop: service.eventLoop)
-        service.broker.publish(publish) {
+        var outgoing = RelayBrokerClient.Outgoing(publish: publish) {
             let peer = loopBound.value
             peer.metrics.published.increment()
             if queued {
@@ -577,7 +601,22 @@ final class RelayPeer {
             }
             streamBound.value.consumed(size)
         }
+        if queued, publish.qos == .exactlyOnce, let ledger {
+            // Exactly once at this broker too: the packet id is recorded before the PUBLISH
+            // and PUBREC before the PUBREL, so a restart resumes the same exchange, which the
+            // broker (persistent session) recognises, rather than publishing again.
+            if let intent = ledger.intents[DeliveryLedger.Key(epoch: epoch, sequence: message.sequence)] {
+                outgoing.packetID = intent.packetID
+                outgoing.released = intent.released
+            }
+            outgoing.beforeSend = { id in loopBound.value.ledger?.recordIntent(epoch: epoch, sequence: message.sequence, packetID: id) }
+            outgoing.beforeRelease = { loopBound.value.ledger?.recordReleased(epoch: epoch, sequence: message.sequence) }
+        }
+        service.broker.publish(outgoing)
     }
+
+    /// Packet ids of QoS 2 exchanges this site's ledger recorded before a restart.
+    var recoveredPacketIDs: [UInt16] { ledger?.intents.values.map(\.packetID) ?? [] }
 
     private func refuse(_ message: RelayMessage, key: Key, _ outcome: RelayRecord.Outcome, _ text: String, size: Int, stream: RelayStreamEndpoint, rule: ACLRule? = nil) {
         metrics.refusedHere.increment()

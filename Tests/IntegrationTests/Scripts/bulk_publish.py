@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Publishes COUNT QoS 1 messages m000001…, with at most WINDOW unacknowledged at a time.
+"""Publishes COUNT QoS 1 (or QOS) messages m000001…, with at most WINDOW unacknowledged at a time.
 
-Usage: bulk_publish.py PORT TOPIC COUNT [WINDOW]. Prints "done N" once the broker has
+Usage: bulk_publish.py PORT TOPIC COUNT [WINDOW [QOS]]. Prints "done N" once the broker has
 acknowledged all of them. (mosquitto_pub -l does not wait for acknowledgements and is
 disconnected by the broker when it outruns it.)
 """
@@ -12,6 +12,7 @@ import paho.mqtt.client as mqtt
 
 port, topic, count = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 window = int(sys.argv[4]) if len(sys.argv) > 4 else 200
+qos = int(sys.argv[5]) if len(sys.argv) > 5 else 1
 
 slots = threading.Semaphore(window)
 acked = 0
@@ -36,7 +37,7 @@ client.connect("127.0.0.1", port)
 client.loop_start()
 for i in range(1, count + 1):
     slots.acquire()
-    client.publish(topic, "m%06d" % i, qos=1)
+    client.publish(topic, "m%06d" % i, qos=qos)
 if not finished.wait(600):
     sys.exit("only %d of %d acknowledged" % (acked, count))
 print("done", count, flush=True)
