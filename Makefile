@@ -21,7 +21,7 @@ test: deps
 demo: build
 	@scripts/demo.sh
 
-# Benchmarks (not tests): release build, prints tables. `make bench BENCH=codec|acl|proxy`.
+# Benchmarks (not tests): release build, prints tables. `make bench BENCH=codec|acl|proxy|link|relay`.
 BENCH ?= codec
 bench: deps
 	$(SWIFT) build -c release --scratch-path $(RELEASE_PATH) --product mqbridge-bench

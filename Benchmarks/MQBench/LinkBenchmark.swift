@@ -13,21 +13,17 @@ import TestSupport
 struct LinkBenchmark: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "link", abstract: "Remote proxy and passthrough through the link vs direct vs stunnel.")
 
-    @Option(help: "Seconds per measurement.") var seconds: Double = 3
-    @Option(help: "Rounds; each case reports the median.") var rounds: Int = 3
+    @OptionGroup var measurement: MeasurementOptions
+    var seconds: Double { measurement.seconds }
+    var rounds: Int { measurement.rounds }
     @Option(help: "Messages per second for the latency cases.") var rate: Int = 5000
 
     func run() throws {
-        TestEnvironment.raiseFileLimit()
-        mosquitto_lib_init_once()
-        let work = FileManager.default.temporaryDirectory.appendingPathComponent("mqbridge-linkbench-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: work, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: work) }
-        func path(_ p: String) -> String { work.appendingPathComponent(p).path }
-        func sh(_ command: String) throws {
-            let r = try TestEnvironment.run(["sh", "-c", "cd '\(work.path)' && \(command)"])
-            guard r.status == 0 else { throw BenchError("\(command): \(r.stderr)") }
-        }
+        let workspace = try BenchWorkspace(name: "linkbench")
+        defer { workspace.remove() }
+        let work = workspace.directory
+        func path(_ p: String) -> String { workspace.path(p) }
+        func sh(_ command: String) throws { try workspace.sh(command) }
 
         let broker = try MosquittoBroker(extraConfiguration: ["max_queued_messages 100000", "max_inflight_messages 100", "log_type error"])
         defer { broker.stop() }

@@ -1,6 +1,8 @@
+import ArgumentParser
 import CMosquitto
 import Foundation
 import Synchronization
+import TestSupport
 
 /// A load generator on libmosquitto: publishers and a subscriber in this process, talking to
 /// a broker (directly or through mqbridge). Payloads carry the send time (CLOCK_MONOTONIC), so
@@ -102,9 +104,11 @@ enum Load {
 
     /// Closed-loop throughput: `publishers` clients publish as fast as they can while at most
     /// `window` messages are unreceived, for `seconds`; the rate is what the subscriber got.
-    static func throughput(host: String, port: Int, qos: Int32, publishers: Int, seconds: Double, payloadSize: Int = 64, window: Int = 2000) throws -> Throughput {
+    /// `subscribePort`: where the subscriber connects, if not `port` (a relay between brokers).
+    static func throughput(host: String, port: Int, subscribePort: Int? = nil, qos: Int32, publishers: Int, seconds: Double, payloadSize: Int = 64,
+                           window: Int = 2000) throws -> Throughput {
         let receiver = Receiver(capacity: 0, recordLatency: false)
-        let subscriber = try MosquittoClient(id: "bench-sub-\(UUID().uuidString.prefix(8))", host: host, port: port, username: "bench")
+        let subscriber = try MosquittoClient(id: "bench-sub-\(UUID().uuidString.prefix(8))", host: host, port: subscribePort ?? port, username: "bench")
         subscriber.onMessage = { receiver.record($0) }
         subscriber.subscribe("bench/t/#", qos: qos)
         usleep(200_000)
@@ -141,10 +145,10 @@ enum Load {
     }
 
     /// Open-loop latency: one publisher at a fixed rate for `seconds`.
-    static func latency(host: String, port: Int, qos: Int32, rate: Int, seconds: Double) throws -> (p50: Double, p99: Double, received: Int, sent: Int) {
+    static func latency(host: String, port: Int, subscribePort: Int? = nil, qos: Int32, rate: Int, seconds: Double) throws -> (p50: Double, p99: Double, received: Int, sent: Int) {
         let total = Int(Double(rate) * seconds)
         let receiver = Receiver(capacity: total, recordLatency: true)
-        let subscriber = try MosquittoClient(id: "lat-sub-\(UUID().uuidString.prefix(8))", host: host, port: port, username: "bench")
+        let subscriber = try MosquittoClient(id: "lat-sub-\(UUID().uuidString.prefix(8))", host: host, port: subscribePort ?? port, username: "bench")
         subscriber.onMessage = { receiver.record($0) }
         subscriber.subscribe("bench/lat", qos: qos)
         let publisher = try MosquittoClient(id: "lat-pub-\(UUID().uuidString.prefix(8))", host: host, port: port, username: "bench")
@@ -186,4 +190,33 @@ enum ProcessStats {
         }
         return 0
     }
+}
+
+/// A benchmark's scratch directory (readable by a broker that dropped to user mosquitto),
+/// with the set-up every process benchmark needs done.
+struct BenchWorkspace {
+    let directory: URL
+
+    init(name: String) throws {
+        TestEnvironment.raiseFileLimit()
+        mosquitto_lib_init_once()
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("mqbridge-\(name)-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        _ = chmod(directory.path, 0o755)
+    }
+
+    func path(_ relative: String) -> String { directory.appendingPathComponent(relative).path }
+
+    func sh(_ command: String) throws {
+        let r = try TestEnvironment.run(["sh", "-c", "cd '\(directory.path)' && \(command)"])
+        guard r.status == 0 else { throw BenchError("\(command): \(r.stderr)") }
+    }
+
+    func remove() { try? FileManager.default.removeItem(at: directory) }
+}
+
+/// How long and how often each case of a process benchmark is measured.
+struct MeasurementOptions: ParsableArguments {
+    @Option(help: "Seconds per measurement.") var seconds: Double = 3
+    @Option(help: "Rounds; each case reports the median.") var rounds: Int = 3
 }

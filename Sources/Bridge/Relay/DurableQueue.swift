@@ -21,10 +21,12 @@ public final class DurableQueue: @unchecked Sendable {
         /// Bound on queued (unacknowledged) bytes; beyond it `append` refuses.
         public var maximumBytes: Int
         public var segmentSize: Int
-        /// Longest time the writer waits to gather a batch before syncing.
+        /// Extra time the writer waits to gather a batch before syncing. Zero by default:
+        /// whatever arrives while one fsync runs forms the next batch (group commit), so a
+        /// lone message is not delayed and a burst still shares fsyncs.
         public var maximumBatchDelay: TimeAmount
 
-        public init(directory: String, maximumBytes: Int = 256 << 20, segmentSize: Int = 16 << 20, maximumBatchDelay: TimeAmount = .milliseconds(2)) {
+        public init(directory: String, maximumBytes: Int = 256 << 20, segmentSize: Int = 16 << 20, maximumBatchDelay: TimeAmount = .zero) {
             self.directory = directory
             self.maximumBytes = maximumBytes
             self.segmentSize = segmentSize
@@ -367,7 +369,7 @@ public final class DurableQueue: @unchecked Sendable {
         while true {
             if wakeWriter.lock(whenValue: 1, timeoutSeconds: 0.1) { wakeWriter.unlock(withValue: 0) }
             // Let a burst gather into one batch.
-            usleep(UInt32(max(0, configuration.maximumBatchDelay.nanoseconds / 1000)))
+            if configuration.maximumBatchDelay > .zero { usleep(UInt32(configuration.maximumBatchDelay.nanoseconds / 1000)) }
             let (batch, closed) = state.withLockedValue { state -> ([PendingWrite], Bool) in
                 defer { state.batch.removeAll(keepingCapacity: true) }
                 return (state.batch, state.closed)

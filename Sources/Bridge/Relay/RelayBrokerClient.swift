@@ -35,6 +35,7 @@ final class RelayBrokerClient {
     private var needsFlush = false
     private var pinger: RepeatedTask?
     private var qos2Limit = 20
+    private var flushScheduled = false
     private var qos2Inflight = 0
     static let keepAlive: UInt16 = 30
 
@@ -179,7 +180,7 @@ final class RelayBrokerClient {
                 case .exactlyOnce: client.write(.pubRec(PubRec(packetIdentifier: id)))
                 }
                 _ = version
-                client.flush()
+                client.scheduleFlush()
             }))
         case .pubRel(let rel):
             let id = rel.packetIdentifier
@@ -270,7 +271,7 @@ final class RelayBrokerClient {
             waiting.removeFirst(waitingHead)
             waitingHead = 0
         }
-        flushIfNeeded()
+        scheduleFlush()
     }
 
     private func completed(_ id: UInt16) {
@@ -301,6 +302,19 @@ final class RelayBrokerClient {
     }
 
     func flushIfNeeded() { if needsFlush { flush() } }
+
+    /// One flush for everything written in this event-loop turn (a burst from the link
+    /// becomes one write to the broker, not one per message).
+    private func scheduleFlush() {
+        guard !flushScheduled else { return }
+        flushScheduled = true
+        let loopBound = NIOLoopBound(self, eventLoop: eventLoop)
+        eventLoop.execute {
+            let client = loopBound.value
+            client.flushScheduled = false
+            client.flushIfNeeded()
+        }
+    }
 }
 
 @available(*, unavailable)

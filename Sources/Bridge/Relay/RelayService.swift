@@ -400,8 +400,9 @@ final class RelayPeer {
             return
         }
         stream.send(.message(epoch: queue?.epoch ?? 0, floor: 0, message))
-        stream.flush()
         metrics.sent.increment()
+        // One flush for everything this event-loop turn produced (the pump flushes).
+        schedulePump()
     }
 
     func schedulePump() {
@@ -417,7 +418,11 @@ final class RelayPeer {
 
     /// Sends queued messages the peer has not seen on this stream, while the stream has window.
     private func pump() {
-        guard let queue, let stream = current, stream.isOpen else { return }
+        guard let stream = current, stream.isOpen else { return }
+        guard let queue else {
+            stream.flush()
+            return
+        }
         let configuration = service.configuration
         let now = RelayService.nowMilliseconds()
         let maximumAge = UInt64(configuration.maximumAge.nanoseconds / 1_000_000)

@@ -1,0 +1,138 @@
+import ArgumentParser
+import Foundation
+import Synchronization
+import TestSupport
+
+/// The topic relay against mosquitto's own bridge over TLS, same run, same load: publishers
+/// at broker A, the subscriber at broker B; between them either two mqbridge relays (durable
+/// queue, pinned TLS 1.3 link) or broker A's `connection` bridge to a TLS 1.3 listener of B
+/// with client certificates.
+struct RelayBenchmark: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "relay", abstract: "Topic relay between two brokers vs mosquitto's TLS bridge.")
+
+    @OptionGroup var measurement: MeasurementOptions
+    var seconds: Double { measurement.seconds }
+    var rounds: Int { measurement.rounds }
+    @Option(help: "Messages per second for the latency cases.") var rate: Int = 2000
+
+    func run() throws {
+        let workspace = try BenchWorkspace(name: "relaybench")
+        defer { workspace.remove() }
+        let work = workspace.directory
+        func path(_ p: String) -> String { workspace.path(p) }
+        func sh(_ command: String) throws { try workspace.sh(command) }
+        // The same broker settings on every broker: nothing dropped for a slow consumer.
+        let common = ["max_queued_messages 0", "max_inflight_messages 100", "log_type error"]
+
+        // mqbridge: a relay at each site.
+        let relayA = try MosquittoBroker(extraConfiguration: common)
+        let relayB = try MosquittoBroker(extraConfiguration: common)
+        defer { relayA.stop(); relayB.stop() }
+        let fingerprintA = try TestEnvironment.createIdentity(in: path("a/identity"), name: "site-a")
+        let fingerprintB = try TestEnvironment.createIdentity(in: path("b/identity"), name: "site-b")
+        try "peer site-a\ntopic write bench/#\n".write(toFile: path("b/acl.conf"), atomically: true, encoding: .utf8)
+        try """
+        identity: identity
+        acl: acl.conf
+        link:
+          listen: 127.0.0.1:0
+        peers:
+          - name: site-a
+            fingerprint: \(fingerprintA)
+        relay:
+          broker: 127.0.0.1:\(relayB.port)
+          rules:
+            - {peer: site-a, filter: "bench/#", direction: in, qos: 1}
+
+        """.write(toFile: path("b/mqbridge.yaml"), atomically: true, encoding: .utf8)
+        let b = try BridgeProcess(["run", "--config", path("b/mqbridge.yaml"), "--log-level", "notice"], readyEvents: ["link_listening", "relay_broker_connected"])
+        defer { b.stop() }
+        try "".write(toFile: path("a/acl.conf"), atomically: true, encoding: .utf8)
+        try """
+        identity: identity
+        acl: acl.conf
+        peers:
+          - name: site-b
+            fingerprint: \(fingerprintB)
+            connect: 127.0.0.1:\(b.port(event: "link_listening")!)
+        relay:
+          broker: 127.0.0.1:\(relayA.port)
+          rules:
+            - {peer: site-b, filter: "bench/#", direction: out, qos: 1}
+
+        """.write(toFile: path("a/mqbridge.yaml"), atomically: true, encoding: .utf8)
+        let a = try BridgeProcess(["run", "--config", path("a/mqbridge.yaml"), "--log-level", "notice"], readyEvents: ["relay_stream_up", "relay_broker_connected"])
+        defer { a.stop() }
+
+        // mosquitto's bridge: A connects to B's TLS 1.3 listener with a client certificate.
+        try sh("for s in ma mb; do openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout $s.key -out $s.pem -days 30 -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 2>/dev/null; done; chmod 644 *.key *.pem")
+        let tlsPort = try TestEnvironment.freePort()
+        let bridgeB = try MosquittoBroker(extraConfiguration: common + [
+            "listener \(tlsPort) 127.0.0.1", "certfile \(path("mb.pem"))", "keyfile \(path("mb.key"))", "cafile \(path("ma.pem"))",
+            "require_certificate true", "tls_version tlsv1.3",
+        ])
+        defer { bridgeB.stop() }
+        let bridgeA = try MosquittoBroker(extraConfiguration: common + [
+            "connection to-b", "address 127.0.0.1:\(tlsPort)", "topic bench/# out 1", "cleansession false",
+            "bridge_cafile \(path("mb.pem"))", "bridge_certfile \(path("ma.pem"))", "bridge_keyfile \(path("ma.key"))", "bridge_tls_version tlsv1.3",
+        ])
+        defer { bridgeA.stop() }
+        // Wait until the mosquitto bridge carries messages.
+        let probe = try MosquittoClient(id: "probe", host: "127.0.0.1", port: bridgeB.port, username: "bench")
+        let seen = Receiver(capacity: 0, recordLatency: false)
+        probe.onMessage = { seen.record($0) }
+        probe.subscribe("bench/probe", qos: 1)
+        let prober = try MosquittoClient(id: "prober", host: "127.0.0.1", port: bridgeA.port, username: "bench")
+        let deadline = Date().addingTimeInterval(15)
+        while seen.received.load(ordering: .acquiring) == 0 && Date() < deadline {
+            [UInt8](repeating: 1, count: 8).withUnsafeBytes { prober.publish("bench/probe", payload: $0, qos: 1) }
+            usleep(200_000)
+        }
+        guard seen.received.load(ordering: .acquiring) > 0 else { throw BenchError("mosquitto's bridge did not come up: \(bridgeA.log)") }
+
+        print("mqbridge relay benchmark — mosquitto \(mosquittoVersion()), \(ProcessInfo.processInfo.activeProcessorCount) cores, median of \(rounds) rounds, 64-byte payloads")
+        print("publishers → broker A → {mqbridge A → link → mqbridge B | mosquitto bridge over TLS 1.3} → broker B → subscriber")
+        print("mqbridge QoS 1 is durable (fsync before the broker is acknowledged); mosquitto's bridge keeps its queue in memory")
+        print("")
+        let paths: [(String, Int, Int, [Int32])] = [
+            ("mqbridge", relayA.port, relayB.port, [a.process.pid, b.process.pid, relayA.pid, relayB.pid]),
+            ("mosquitto", bridgeA.port, bridgeB.port, [bridgeA.pid, bridgeB.pid]),
+        ]
+        var table: [[String]] = []
+        for qos in [Int32(0), 1] {
+            var rates: [String: [Double]] = [:], cpu: [String: [Double]] = [:]
+            for _ in 0..<rounds {
+                for (name, publishPort, subscribePort, pids) in paths {
+                    let before = pids.map(ProcessStats.cpuSeconds).reduce(0, +)
+                    let t = try Load.throughput(host: "127.0.0.1", port: publishPort, subscribePort: subscribePort, qos: qos, publishers: 4, seconds: seconds)
+                    let after = pids.map(ProcessStats.cpuSeconds).reduce(0, +)
+                    rates[name, default: []].append(t.messagesPerSecond)
+                    cpu[name, default: []].append((after - before) / Double(max(t.messages, 1)) * 1e6)
+                    usleep(1_500_000)  // let the previous run drain before the next one counts
+                }
+            }
+            let m = median(rates["mqbridge"]!), q = median(rates["mosquitto"]!)
+            table.append(["QoS \(qos) end-to-end throughput, 4 publishers (msg/s)", format(m, 0), format(q, 0), "\(format(m / q, 2))×", qos == 0 ? "≥ 2×" : "≥ 1.5×"])
+            table.append(["  CPU per message, brokers and bridges (µs)", format(median(cpu["mqbridge"]!), 2), format(median(cpu["mosquitto"]!), 2), "", ""])
+        }
+        for qos in [Int32(0), 1] {
+            var p50: [String: [Double]] = [:], p99: [String: [Double]] = [:]
+            for _ in 0..<rounds {
+                for (name, publishPort, subscribePort, _) in paths {
+                    let l = try Load.latency(host: "127.0.0.1", port: publishPort, subscribePort: subscribePort, qos: qos, rate: rate, seconds: 2)
+                    p50[name, default: []].append(l.p50)
+                    p99[name, default: []].append(l.p99)
+                    usleep(500_000)
+                }
+            }
+            table.append(["QoS \(qos) latency p50 @\(rate)/s (µs)", format(median(p50["mqbridge"]!), 1), format(median(p50["mosquitto"]!), 1), "", ""])
+            let m99 = median(p99["mqbridge"]!), q99 = median(p99["mosquitto"]!)
+            table.append(["QoS \(qos) latency p99 @\(rate)/s (µs)", format(m99, 1), format(q99, 1), "\(format(m99 / q99, 2))×", "≤ 0.5×"])
+        }
+        table.append(["RSS after the run, both bridges (MiB)", format(Double(ProcessStats.rssKiB(a.process.pid) + ProcessStats.rssKiB(b.process.pid)) / 1024, 1), "—", "", ""])
+
+        print(pad("case", 56) + pad("mqbridge", 12) + pad("mosquitto", 12) + pad("ratio", 10) + "target")
+        print(String(repeating: "-", count: 100))
+        for row in table { print(pad(row[0], 56) + pad(row[1], 12) + pad(row[2], 12) + pad(row[3], 10) + row[4]) }
+    }
+}
