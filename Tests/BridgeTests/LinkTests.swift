@@ -40,7 +40,7 @@ struct TwoSites {
         b = try SiteIdentity.create(in: directory.appendingPathComponent("b").path, name: "site-b")
     }
 
-    func port(_ name: String, timeout: Double = 10) async throws -> Int {
+    func port(_ name: String, timeout: Double = 30) async throws -> Int {
         let deadline = Date().addingTimeInterval(timeout)
         while Date() < deadline {
             if let port = bound.withLockedValue({ $0[name] }) { return port }

@@ -181,3 +181,13 @@ extension TestEnvironment {
         return received
     }
 }
+
+extension TestEnvironment {
+    /// Runs long blocking work (waiting on processes, sleeping) on a thread of its own, so it
+    /// does not hold one of the few threads the in-process async tests share.
+    public static func offPool<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { continuation in
+            Thread { continuation.resume(with: Result { try body() }) }.start()
+        }
+    }
+}
