@@ -84,11 +84,14 @@ public final class DurableQueue: @unchecked Sendable {
     private let state: NIOLockedValueBox<State>
     private let wakeWriter = ConditionLock(value: 0)
     private var writer: Thread?
+    /// Called from the writer thread when an fsync took more than 500 ms (duration, records).
+    public let onSlowSync: (@Sendable (Double, Int) -> Void)?
     private var fileHandle: Int32 = -1
 
     /// Opens (or creates) the queue, recovering what was on disk.
-    public init(configuration: Configuration) throws {
+    public init(configuration: Configuration, onSlowSync: (@Sendable (Double, Int) -> Void)? = nil) throws {
         self.configuration = configuration
+        self.onSlowSync = onSlowSync
         try FileManager.default.createDirectory(atPath: configuration.directory, withIntermediateDirectories: true)
         let epochPath = URL(fileURLWithPath: configuration.directory).appendingPathComponent("epoch").path
         if let text = try? String(contentsOfFile: epochPath, encoding: .utf8), let value = UInt64(text.trimmingCharacters(in: .whitespacesAndNewlines)) {
@@ -399,7 +402,11 @@ public final class DurableQueue: @unchecked Sendable {
                 offset += n
             }
         }
+        let syncStart = DispatchTime.now().uptimeNanoseconds
         if failure == nil && fsync(fileHandle) != 0 { failure = String(cString: strerror(errno)) }
+        let syncMilliseconds = Double(DispatchTime.now().uptimeNanoseconds - syncStart) / 1e6
+        // Everything behind this batch waits for it: a slow disk is worth saying out loud.
+        if syncMilliseconds > 500 { onSlowSync?(syncMilliseconds, batch.count) }
         // The records are in the current segment: note it for every message still pending
         // (one acknowledged meanwhile needs no note), before any rotation.
         let rotateTo: Int? = state.withLockedValue { state in

@@ -100,7 +100,11 @@ final class RelayService {
             let base = URL(fileURLWithPath: configuration.queueDirectory)
             try FileManager.default.createDirectory(at: base, withIntermediateDirectories: true)
             let queue = try rules.contains(where: \.sends)
-                ? DurableQueue(configuration: .init(directory: base.appendingPathComponent("to-\(safe)").path, maximumBytes: configuration.maximumQueueBytes))
+                ? DurableQueue(configuration: .init(directory: base.appendingPathComponent("to-\(safe)").path, maximumBytes: configuration.maximumQueueBytes)) {
+                    [logger] milliseconds, records in
+                    logger.warning("relay queue fsync took \(Int(milliseconds)) ms (\(records) records waiting on it): the disk is slow, the relay waits for it",
+                                   metadata: ["event": "relay_slow_sync", "peer": "\(name)"])
+                }
                 : nil
             let ledger = try rules.contains(where: \.accepts) ? DeliveryLedger(path: base.appendingPathComponent("from-\(safe).ledger").path) : nil
             peers[name] = RelayPeer(service: self, name: name, rules: rules, queue: queue, ledger: ledger)
