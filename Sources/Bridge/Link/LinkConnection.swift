@@ -37,6 +37,7 @@ final class LinkConnection {
     private var keepalive: RepeatedTask?
     private var handshakeTimer: Scheduled<Void>?
     private var needsFlush = false
+    private var output: ByteBuffer?
     private var logger: Logger
     /// Called once the link is up (dialer: to reset backoff) and once it has closed.
     var onUp: (() -> Void)?
@@ -257,17 +258,33 @@ final class LinkConnection {
 
     // MARK: Writing
 
+    /// Frames are gathered into one buffer until flush: NIOSSL makes a TLS record (and an
+    /// AEAD seal) of every buffer written to it, and most frames carry one small MQTT packet.
     func write(_ frame: LinkFrame) {
         guard let context else { return }
-        var buffer = context.channel.allocator.buffer(capacity: LinkFrame.headerSize + frame.payload.readableBytes)
-        frame.write(to: &buffer)
+        if output == nil {
+            output = context.channel.allocator.buffer(capacity: max(Self.initialOutputCapacity, LinkFrame.headerSize + frame.payload.readableBytes))
+        }
+        frame.write(to: &output!)
+        needsFlush = true
+        if output!.readableBytes >= Self.maximumGathered { passOutput() }
+    }
+
+    private static let initialOutputCapacity = 4096
+    /// Beyond this the gathered bytes go down the pipeline without waiting for the flush.
+    private static let maximumGathered = 64 << 10
+
+    private func passOutput() {
+        guard let buffer = output else { return }
+        output = nil
+        guard let context, buffer.readableBytes > 0 else { return }
         node.metrics.bytesToPeer.increment(by: Int64(buffer.readableBytes))
         context.write(NIOAny(buffer), promise: nil)
-        needsFlush = true
     }
 
     func flush() {
         needsFlush = false
+        passOutput()
         context?.flush()
     }
 
