@@ -231,6 +231,7 @@ final class RelayService {
     }
 
     private func consumeEcho(topic: String, payload: ByteBuffer) -> Bool {
+        guard !echoes.isEmpty else { return false }
         let key = EchoKey(topic: topic, payload: payload)
         guard let entry = echoes[key], entry.expires > .now() else { return false }
         echoes[key] = entry.count > 1 ? (entry.count - 1, entry.expires) : nil
