@@ -314,4 +314,87 @@ struct RelayTests {
         let late = try TestEnvironment.run(["mosquitto_sub", "-h", "127.0.0.1", "-p", "\(lab.brokerB.port)", "-t", "from-a/sensors/#", "-F", "%t|%p|%r", "-C", "1", "-W", "5"])
         #expect(String(decoding: late.stdout, as: UTF8.self) == "from-a/sensors/t1|21.5|1\n")
     }
+
+    /// A lab with the link cut (the cutter refuses connections) while the test publishes at A.
+    func labDuringOutage(relayA: String) throws -> RelayLab {
+        let lab = try RelayLab()
+        try lab.start(aclA: "", aclB: "peer site-a\ntopic write out/#\n", relayA: relayA,
+                      relayB: "  rules:\n    - {peer: site-a, filter: out/#, direction: in, qos: 1}")
+        lab.cutLink()
+        try lab.a.waitFor(event: "relay_stream_down")
+        return lab
+    }
+
+    @Test("After an outage: messages older than max_age and past their v5 expiry are dropped (counted, logged); the rest is replayed at replay_rate")
+    func ageExpiryAndPacing() async throws {
+        let lab = try labDuringOutage(relayA: """
+          protocol: 5
+          max_age: 8s
+          replay_rate: 40
+          rules:
+            - {peer: site-b, filter: out/#, direction: out, qos: 1}
+        """)
+        defer { lab.stop() }
+        let atB = try lab.subscribe(lab.brokerB, "out/#", name: "at-b")
+        defer { atB.stop() }
+        try lab.publish(lab.brokerA, "out/old", "old")
+        // Long enough for "old" to pass max_age, short enough for the rest not to, even with
+        // the dialler's backoff (up to a few seconds) after the link comes back.
+        usleep(8_500_000)
+        try lab.publish(lab.brokerA, "out/expiring", "expiring", extra: ["-V", "5", "-D", "publish", "message-expiry-interval", "1"])
+        for i in 1...60 { try lab.publish(lab.brokerA, "out/fresh", "fresh-\(i)") }
+        usleep(1_200_000)  // "expiring" is now older than its 1 s
+        let restored = Date()
+        lab.restoreLink()
+        #expect(try await TestEnvironment.offPool { RelayLab.waitUntil(timeout: 30) { lines(atB).count >= 60 } })
+        let took = Date().timeIntervalSince(restored)
+        usleep(500_000)
+        #expect(lines(atB).map(String.init) == (1...60).map { "out/fresh fresh-\($0)" })
+        #expect(try lab.a.metric("mqbridge_relay_dropped_total{reason=\"max_age\"}") == 1)
+        #expect(try lab.a.metric("mqbridge_relay_dropped_total{reason=\"message_expiry\"}") == 1)
+        #expect(lab.a.lines(event: "relay_dropped").contains { $0["max_age"] == "1" && $0["expired"] == "1" })
+        // 60 queued messages at 40/s: about 1.5 s, not the few milliseconds an unpaced replay takes.
+        #expect(took > 1.0, "replayed in \(took) s")
+        #expect(try lab.a.metric("mqbridge_relay_resent_total") == 60)
+    }
+
+    @Test("when_full: block holds messages at the broker (nothing lost); drop_oldest gives up the oldest, counted and logged")
+    func queueFullPolicies() async throws {
+        for policy in ["block", "drop_oldest"] {
+            let lab = try labDuringOutage(relayA: """
+              max_queue_bytes: 65536
+              when_full: \(policy)
+              rules:
+                - {peer: site-b, filter: out/#, direction: out, qos: 1}
+            """)
+            defer { lab.stop() }
+            let atB = try lab.subscribe(lab.brokerB, "out/#", name: "at-b", format: "%p")
+            defer { atB.stop() }
+            // 5,000 queued messages of 46 bytes: three and a half times the queue.
+            let published = try await TestEnvironment.offPool {
+                try TestEnvironment.python("bulk_publish.py", ["\(lab.brokerA.port)", "out/x", "5000"], timeout: 60)
+            }
+            #expect(published.stdout.contains("done 5000"), "\(published.stderr)")
+            try lab.a.waitFor(event: policy == "block" ? "relay_queue_full" : "relay_dropped")
+            if policy == "drop_oldest" {
+                // Everything has reached the relay (and the oldest have made room) before the link returns.
+                #expect(try await TestEnvironment.offPool { RelayLab.waitUntil(timeout: 30) { ((try? lab.a.metric("mqbridge_relay_queued_total")) ?? nil) == 5000 } })
+            }
+            lab.restoreLink()
+            let expected = (1...5000).map { String(format: "m%06d", $0) }
+            if policy == "block" {
+                #expect(try await TestEnvironment.offPool { RelayLab.waitUntil(timeout: 60) { lines(atB).count >= 5000 } })
+                usleep(300_000)
+                #expect(lines(atB).map(String.init) == expected)
+                #expect(try lab.a.metric("mqbridge_relay_dropped_total{reason=\"queue_full\"}") == 0)
+            } else {
+                let dropped = try #require(try lab.a.metric("mqbridge_relay_dropped_total{reason=\"queue_full\"}"))
+                #expect(dropped > 3000)
+                #expect(try await TestEnvironment.offPool { RelayLab.waitUntil(timeout: 60) { lines(atB).count >= 5000 - Int(dropped) } })
+                usleep(500_000)
+                // What arrives is the newest messages, in order, and nothing dropped shows up.
+                #expect(lines(atB).map(String.init) == Array(expected.suffix(5000 - Int(dropped))))
+            }
+        }
+    }
 }
