@@ -124,6 +124,15 @@ struct CheckCommand: ParsableCommand {
             for service in link.services { print("  service \"\(service.name)\" (\(service.kind.rawValue)) → \(service.target) for \(service.peers.sorted().joined(separator: ", "))") }
             for remote in link.remotes { print("  remote \(remote.listen) → \(remote.peer)/\(remote.service)") }
         }
+        if let relay = configuration.relay {
+            print("  relay: broker \(relay.broker) (MQTT \(relay.protocolLevel == 5 ? "5" : "3.1.1")), queue \(relay.queueDirectory) "
+                  + "(max \(relay.maximumQueueBytes) B, when full: \(relay.whenFull.rawValue), max age \(relay.maximumAge.nanoseconds / 1_000_000_000) s, replay \(relay.replayRate)/s)")
+            for rule in relay.rules {
+                let local = rule.localPrefix + rule.filter, wire = rule.remotePrefix + rule.filter
+                let arrow = switch rule.direction { case .out: "→"; case .in: "←"; case .both: "↔" }
+                print("  relay rule: \(local) \(arrow) \(rule.peer) as \(wire), QoS ≤ \(rule.qos)")
+            }
+        }
         print("  metrics: \(configuration.metrics.map { "http://\($0)/metrics" } ?? "off")")
         print("  log level: \(configuration.logLevel)")
     }

@@ -78,4 +78,35 @@ struct ConfigCommandTests {
         #expect(r.status == 2)
         #expect(r.stderr.contains("missing: --broker, --acl"))
     }
+
+    @Test("A relay section is summarized rule by rule; an `in` rule without an ACL is refused with the fix")
+    func relay() throws {
+        let dir = try directory(["acl.conf": "peer site-b\ntopic write in/#\n"])
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try TestEnvironment.createIdentity(in: dir.appendingPathComponent("id").path, name: "site-a")
+        let relay = """
+        identity: id
+        peers:
+          - name: site-b
+            fingerprint: SHA256:Yr9zdYoLyvyiXxTT1pVc3nA0wyB85jQkVxs0/TXRvX4
+            connect: 127.0.0.1:8883
+        relay:
+          broker: 127.0.0.1:1883
+          protocol: 5
+          rules:
+            - {peer: site-b, filter: "out/#", direction: out, qos: 1, remote_prefix: site-a/}
+            - {peer: site-b, filter: "in/#", direction: in, qos: 2}
+
+        """
+        try ("acl: acl.conf\n" + relay).write(to: dir.appendingPathComponent("relay.yaml"), atomically: true, encoding: .utf8)
+        let r = try mqbridge(["check", "--config", dir.appendingPathComponent("relay.yaml").path])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout.contains("relay: broker 127.0.0.1:1883 (MQTT 5), queue \(dir.appendingPathComponent("relay-queue").path)"))
+        #expect(r.stdout.contains("relay rule: out/# → site-b as site-a/out/#, QoS ≤ 1"))
+        #expect(r.stdout.contains("relay rule: in/# ← site-b as in/#, QoS ≤ 2"))
+        try relay.write(to: dir.appendingPathComponent("noacl.yaml"), atomically: true, encoding: .utf8)
+        let refused = try mqbridge(["check", "--config", dir.appendingPathComponent("noacl.yaml").path])
+        #expect(refused.status == 2)
+        #expect(refused.stderr.contains("acl: missing — add `acl: <path to a mosquitto acl_file>` (proxies, mqtt services and relay `in` rules enforce it)"))
+    }
 }
