@@ -2,6 +2,7 @@
 # make demo — two sites on loopback, from scratch:
 #   legacy MQTT client (site A) → mqbridge A → TLS 1.3, pinned keys → mqbridge B → mosquitto (site B)
 #   HTTP client (site A)        → mqbridge A → same link            → mqbridge B → HTTP server (site B)
+#   sensor at site A → mosquitto (site A) → relay A → same link → relay B → mosquitto (site B)
 # Everything binds 127.0.0.1 on free ports and is stopped by PID on exit.
 set -eu
 cd "$(dirname "$0")/.."
@@ -27,12 +28,14 @@ echo "== 1. each site creates its identity (P-256 key, self-signed certificate)"
 "$BIN" identity init --dir "$WORK/a/identity" --name site-a | sed 's/^/   /'
 "$BIN" identity init --dir "$WORK/b/identity" --name site-b | sed 's/^/   /'
 
-BROKER_PORT=$(free_port); LINK_PORT=$(free_port); PAIR_PORT=$(free_port); HTTP_PORT=$(free_port)
+BROKER_PORT=$(free_port); LINK_PORT=$(free_port); PAIR_PORT=$(free_port); HTTP_PORT=$(free_port); A_BROKER_PORT=$(free_port)
 printf 'listener %s 127.0.0.1\nallow_anonymous true\nlog_dest stdout\n' "$BROKER_PORT" > "$WORK/mosquitto.conf"
 mosquitto -c "$WORK/mosquitto.conf" > "$WORK/mosquitto.log" 2>&1 & PIDS="$PIDS $!"
+printf 'listener %s 127.0.0.1\nallow_anonymous true\nlog_dest stdout\n' "$A_BROKER_PORT" > "$WORK/mosquitto-a.conf"
+mosquitto -c "$WORK/mosquitto-a.conf" > "$WORK/mosquitto-a.log" 2>&1 & PIDS="$PIDS $!"
 mkdir -p "$WORK/www" && echo "hello from site B's web server" > "$WORK/www/index.html"
 python3 -m http.server "$HTTP_PORT" --bind 127.0.0.1 --directory "$WORK/www" > /dev/null 2>&1 & PIDS="$PIDS $!"
-wait_port "$BROKER_PORT"; wait_port "$HTTP_PORT"
+wait_port "$BROKER_PORT"; wait_port "$HTTP_PORT"; wait_port "$A_BROKER_PORT"
 
 echo
 echo "== 2. pairing: site B prints a one-time code, site A joins with it"
@@ -45,11 +48,14 @@ wait $INVITE || true
 grep -E '^(paired|comparison)' "$WORK/invite.out" | sed 's/^/   site B: /'
 
 echo
-echo "== 3. configuration: B offers its broker (ACL enforced at B) and its web server to A"
+echo "== 3. configuration: B offers its broker (ACL enforced at B) and its web server to A;"
+echo "      A relays its sensors/# topics to B, which accepts them as from-a/sensors/#"
 cat > "$WORK/b/acl.conf" <<'ACL'
 user plc
 topic write plant/+/telemetry
 topic deny plant/safety/#
+peer site-a
+topic write from-a/sensors/#
 ACL
 cat > "$WORK/b/mqbridge.yaml" <<YAML
 identity: identity
@@ -65,6 +71,10 @@ services:
     kind: tcp
     target: 127.0.0.1:$HTTP_PORT
     peers: [site-a]
+relay:
+  broker: 127.0.0.1:$BROKER_PORT
+  rules:
+    - {peer: site-a, filter: "sensors/#", direction: in, remote_prefix: site-a/, local_prefix: from-a/}
 YAML
 MQTT_A=$(free_port); WEB_A=$(free_port)
 cat > "$WORK/a/mqbridge.yaml" <<YAML
@@ -76,6 +86,10 @@ remote:
   - listen: 127.0.0.1:$WEB_A
     peer: site-b
     service: web
+relay:
+  broker: 127.0.0.1:$A_BROKER_PORT
+  rules:
+    - {peer: site-b, filter: "sensors/#", direction: out, remote_prefix: site-a/}
 YAML
 sed 's/^/   B: /' "$WORK/b/mqbridge.yaml"
 sed 's/^/   A: /' "$WORK/a/mqbridge.yaml"
@@ -83,6 +97,7 @@ sed 's/^/   A: /' "$WORK/a/mqbridge.yaml"
 wait_log "$WORK/b.log" link_listening
 "$BIN" run --config "$WORK/a/mqbridge.yaml" > "$WORK/a.log" 2>&1 & PIDS="$PIDS $!"
 wait_log "$WORK/a.log" '"event":"link_up"'
+wait_log "$WORK/a.log" '"event":"relay_stream_up"'
 wait_port "$MQTT_A"
 
 echo
@@ -105,6 +120,8 @@ for msg in "plant/line1/telemetry:SECRET-MARKER temp=21.5" "plant/safety/overrid
     printf '   client (user plc) → %-24s %s\n' "$topic" "$payload"
     mosquitto_pub -h 127.0.0.1 -p "$MQTT_A" -u plc -t "$topic" -m "$payload" -q 1 || true
 done
+printf '   sensor → site A broker  %-24s %s   (relayed by mqbridge A, durable until B has it)\n' "sensors/boiler/temp" "88.1"
+mosquitto_pub -h 127.0.0.1 -p "$A_BROKER_PORT" -t sensors/boiler/temp -m 88.1 -q 1
 echo
 echo "== 6. an HTTP client at site A asks site B's web server through the same link"
 printf '   GET http://127.0.0.1:%s/ → %s\n' "$WEB_A" "$(python3 -c "import urllib.request,sys; print(urllib.request.urlopen('http://127.0.0.1:$WEB_A/').read().decode().strip())")"
