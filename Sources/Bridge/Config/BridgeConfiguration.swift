@@ -21,7 +21,8 @@ import Yams
 ///   for `link`, `peers`, `services` and `remote`. Peers written by `mqbridge pair` are kept
 ///   in `peers.yaml` beside them and added to `peers`.
 /// - `link` (mapping, optional): `listen` (host:port), `trust` (`pins`, default, or `ca`),
-///   `ca_file` (path, with trust ca), `keepalive` (duration, default 2s).
+///   `ca_file` (path, with trust ca), `keepalive` (duration, default 2s), `reconnect_max`
+///   (duration, default 30s: the longest wait between two dial attempts).
 /// - `peers` (list): `name`, `fingerprint` (`SHA256:…`, required with pins), `connect` (host:port, optional).
 /// - `services` (list): what peers may reach here: `name`, `kind` (`mqtt` or `tcp`), `target`
 ///   (host:port), `peers` (list of peer names allowed; required).
@@ -138,7 +139,7 @@ public struct BridgeConfiguration: Sendable {
         path.hasPrefix("/") ? path : directory.appendingPathComponent(path).path
     }
 
-    static let linkKeys = ["listen", "trust", "ca_file", "keepalive"]
+    static let linkKeys = ["listen", "trust", "ca_file", "keepalive", "reconnect_max"]
     static let peerKeys = ["name", "fingerprint", "connect"]
     static let serviceKeys = ["name", "kind", "target", "peers"]
     static let remoteKeys = ["listen", "peer", "service"]
@@ -156,6 +157,10 @@ public struct BridgeConfiguration: Sendable {
         if let (_, node) = top["link"], let map = reader.mapping(node, at: "link", known: linkKeys) {
             if let (_, n) = map["listen"] { configuration.listen = reader.hostPort(n, "link.listen") }
             if let (_, n) = map["keepalive"], let d = reader.duration(n, "link.keepalive") { configuration.keepalive = .nanoseconds(Int64(d.nanoseconds)) }
+            if let (_, n) = map["reconnect_max"], let d = reader.duration(n, "link.reconnect_max") {
+                configuration.reconnectMaximum = .nanoseconds(d.nanoseconds)
+                configuration.reconnectInitial = min(configuration.reconnectInitial, configuration.reconnectMaximum)
+            }
             if let (_, n) = map["trust"], let text = reader.string(n, "link.trust") {
                 switch text {
                 case "pins": break
