@@ -108,5 +108,12 @@ struct ConfigCommandTests {
         let refused = try mqbridge(["check", "--config", dir.appendingPathComponent("noacl.yaml").path])
         #expect(refused.status == 2)
         #expect(refused.stderr.contains("acl: missing — add `acl: <path to a mosquitto acl_file>` (proxies, mqtt services and relay `in` rules enforce it)"))
+        // A queue directory that cannot be written: refused before anything starts.
+        try ("acl: acl.conf\n" + relay.replacingOccurrences(of: "  protocol: 5\n", with: "  protocol: 5\n  queue_dir: /proc/no-such-dir\n"))
+            .write(to: dir.appendingPathComponent("badqueue.yaml"), atomically: true, encoding: .utf8)
+        let badQueue = try mqbridge(["run", "--config", dir.appendingPathComponent("badqueue.yaml").path])
+        #expect(badQueue.status == 2)
+        #expect(badQueue.stderr.contains("relay.queue_dir: cannot use /proc/no-such-dir"))
+        #expect(badQueue.stderr.contains("point queue_dir at a writable directory"))
     }
 }

@@ -394,6 +394,13 @@ public struct BridgeConfiguration: Sendable {
                 problems.append("\(source.map { "\($0): acl: " } ?? "--acl: ")\(error)")
             }
         }
+        if let relay {
+            do {
+                try RelayQueueDirectoryError.check(relay.queueDirectory)
+            } catch {
+                problems.append("\(source.map { "\($0): " } ?? "")\(error)")
+            }
+        }
         if let link {
             do {
                 _ = try LinkTLS(identity: try SiteIdentity.load(from: link.identityDirectory), trust: link.trust)

@@ -1,3 +1,4 @@
+import Foundation
 public import NIOCore
 
 /// One relay rule, in the spirit of mosquitto's bridge `topic` lines, seen from this site.
@@ -72,5 +73,28 @@ enum TopicMapping {
     static func remap(_ topic: String, from prefix: String, to replacement: String) -> String? {
         guard topic.utf8.starts(with: prefix.utf8) else { return nil }
         return replacement + String(Substring(topic.utf8.dropFirst(prefix.utf8.count)))
+    }
+}
+
+/// The relay cannot use its queue directory: named by its key, with the fix.
+public struct RelayQueueDirectoryError: Error, CustomStringConvertible, Sendable {
+    public var path: String
+    public var reason: String
+    public var description: String {
+        "relay.queue_dir: cannot use \(path): \(reason) — point queue_dir at a writable directory on a local disk (the relay keeps its queues and delivery ledgers there)"
+    }
+
+    /// Creates the directory if needed and checks that a file can be written in it.
+    public static func check(_ path: String) throws(RelayQueueDirectoryError) {
+        do {
+            try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        } catch {
+            throw RelayQueueDirectoryError(path: path, reason: (error as NSError).localizedDescription)
+        }
+        let probe = URL(fileURLWithPath: path).appendingPathComponent(".mqbridge-write-check-\(getpid())").path
+        guard FileManager.default.createFile(atPath: probe, contents: Data()) else {
+            throw RelayQueueDirectoryError(path: path, reason: "not writable")
+        }
+        try? FileManager.default.removeItem(atPath: probe)
     }
 }

@@ -98,7 +98,7 @@ final class RelayService {
             let rules = configuration.rules.filter { $0.peer == name }
             let safe = String(name.map { $0.isLetter || $0.isNumber || $0 == "-" || $0 == "." ? $0 : "_" })
             let base = URL(fileURLWithPath: configuration.queueDirectory)
-            try FileManager.default.createDirectory(at: base, withIntermediateDirectories: true)
+            try RelayQueueDirectoryError.check(base.path)
             let queue = try rules.contains(where: \.sends)
                 ? DurableQueue(configuration: .init(directory: base.appendingPathComponent("to-\(safe)").path, maximumBytes: configuration.maximumQueueBytes)) {
                     [logger] milliseconds, records in
