@@ -399,4 +399,26 @@ struct RelayTests {
             }
         }
     }
+
+    @Test("The receiving site's ACL reload (SIGHUP) applies to the relay at once: refused before, accepted after")
+    func aclReloadAppliesToRelay() throws {
+        let lab = try RelayLab()
+        defer { lab.stop() }
+        try lab.start(aclA: "", aclB: "peer site-a\ntopic write other/#\n",
+                      relayA: "  rules:\n    - {peer: site-b, filter: news/#, direction: out, qos: 1}",
+                      relayB: "  rules:\n    - {peer: site-a, filter: news/#, direction: in, qos: 1}")
+        let atB = try lab.subscribe(lab.brokerB, "news/#", name: "at-b")
+        defer { atB.stop() }
+        try lab.publish(lab.brokerA, "news/1", "before")
+        try lab.b.waitFor(event: "relay_refused", matching: ["reason": "acl", "topic": "news/1"])
+        try "peer site-a\ntopic write other/#\ntopic write news/#\n".write(toFile: lab.path("b/acl.conf"), atomically: true, encoding: .utf8)
+        lab.b.process.signal(SIGHUP)
+        try lab.b.waitFor(event: "acl_change")
+        try lab.publish(lab.brokerA, "news/2", "after")
+        #expect(RelayLab.waitUntil(timeout: 10) { lines(atB).count >= 1 })
+        usleep(300_000)
+        // The refused message was settled, not retried: only "after" arrives.
+        #expect(lines(atB).map(String.init) == ["news/2 after"])
+        #expect(lab.b.lines(event: "acl_change").contains { $0["scope"] == "peer site-a" && $0["change"] == "gained" && $0["filter"] == "news/#" })
+    }
 }
