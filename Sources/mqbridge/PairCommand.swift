@@ -97,17 +97,3 @@ struct PairCommand: AsyncParsableCommand {
         }
     }
 }
-
-/// "10m", "90s", "500ms", "2h", or plain seconds.
-func parseDuration(_ text: String) -> TimeAmount? {
-    let units: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600)]
-    var number = Substring(text)
-    var scale = 1.0
-    for (suffix, factor) in units where text.hasSuffix(suffix) {
-        number = text.dropLast(suffix.count)
-        scale = factor
-        break
-    }
-    guard let value = Double(number), value > 0 else { return nil }
-    return .milliseconds(Int64(value * scale * 1000))
-}

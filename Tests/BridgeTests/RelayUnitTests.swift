@@ -141,6 +141,16 @@ struct RelayUnitTests {
         }
     }
 
+    @Test("Durations read the same in the configuration and on the command line; nonsense is refused, never trapped on")
+    func durations() {
+        #expect(parseDuration("500ms") == .milliseconds(500))
+        #expect(parseDuration("10") == .seconds(10))
+        #expect(parseDuration("0.5s") == .milliseconds(500))
+        #expect(parseDuration("2m") == .seconds(120))
+        #expect(parseDuration("24h") == .hours(24))
+        for bad in ["", "0", "-1s", "soon", "inf", "nan", "1e300h", "10 s"] { #expect(parseDuration(bad) == nil, "\(bad)") }
+    }
+
     @Test("Topic remapping strips one prefix and adds the other, and refuses topics outside the prefix")
     func remap() {
         #expect(TopicMapping.remap("sensors/t1", from: "", to: "site-a/") == "site-a/sensors/t1")

@@ -156,9 +156,9 @@ public struct BridgeConfiguration: Sendable {
         var trustCA = false
         if let (_, node) = top["link"], let map = reader.mapping(node, at: "link", known: linkKeys) {
             if let (_, n) = map["listen"] { configuration.listen = reader.hostPort(n, "link.listen") }
-            if let (_, n) = map["keepalive"], let d = reader.duration(n, "link.keepalive") { configuration.keepalive = .nanoseconds(Int64(d.nanoseconds)) }
+            if let (_, n) = map["keepalive"], let d = reader.duration(n, "link.keepalive") { configuration.keepalive = d }
             if let (_, n) = map["reconnect_max"], let d = reader.duration(n, "link.reconnect_max") {
-                configuration.reconnectMaximum = .nanoseconds(d.nanoseconds)
+                configuration.reconnectMaximum = d
                 configuration.reconnectInitial = min(configuration.reconnectInitial, configuration.reconnectMaximum)
             }
             if let (_, n) = map["trust"], let text = reader.string(n, "link.trust") {
@@ -279,7 +279,7 @@ public struct BridgeConfiguration: Sendable {
         if let (_, n) = map["username"] { configuration.username = reader.string(n, "relay.username") }
         if let (_, n) = map["queue_dir"], let text = reader.string(n, "relay.queue_dir") { configuration.queueDirectory = resolve(text, directory) }
         if let (_, n) = map["max_queue_bytes"], let v = reader.integer(n, "relay.max_queue_bytes", range: 65536...(1 << 40)) { configuration.maximumQueueBytes = v }
-        if let (_, n) = map["max_age"], let d = reader.duration(n, "relay.max_age") { configuration.maximumAge = .nanoseconds(d.nanoseconds) }
+        if let (_, n) = map["max_age"], let d = reader.duration(n, "relay.max_age") { configuration.maximumAge = d }
         if let (_, n) = map["replay_rate"], let v = reader.integer(n, "relay.replay_rate", range: 1...10_000_000) { configuration.replayRate = v }
         if let (_, n) = map["when_full"], let text = reader.string(n, "relay.when_full") {
             if let policy = RelayConfiguration.WhenFull(rawValue: text) { configuration.whenFull = policy } else {
@@ -350,8 +350,8 @@ public struct BridgeConfiguration: Sendable {
         // Read every other key even if an address was bad, so all problems are reported at once.
         var proxy = ProxyConfiguration(name: "proxy-\(index)", listen: listen ?? HostPort(host: "", port: 0), broker: broker ?? HostPort(host: "", port: 0))
         if let (_, n) = map["name"], let name = reader.string(n, "\(key).name") { proxy.name = name }
-        if let (_, n) = map["connect_timeout"], let d = reader.duration(n, "\(key).connect_timeout") { proxy.connectTimeout = .nanoseconds(Int64(d.nanoseconds)) }
-        if let (_, n) = map["drain_timeout"], let d = reader.duration(n, "\(key).drain_timeout") { proxy.drainTimeout = .nanoseconds(Int64(d.nanoseconds)) }
+        if let (_, n) = map["connect_timeout"], let d = reader.duration(n, "\(key).connect_timeout") { proxy.connectTimeout = d }
+        if let (_, n) = map["drain_timeout"], let d = reader.duration(n, "\(key).drain_timeout") { proxy.drainTimeout = d }
         if let (_, n) = map["max_packet_size"], let v = reader.integer(n, "\(key).max_packet_size", range: 16...268_435_460) { proxy.maximumPacketSize = v }
         if let (_, n) = map["max_connect_packet_size"], let v = reader.integer(n, "\(key).max_connect_packet_size", range: 16...268_435_460) {
             proxy.maximumConnectPacketSize = v
@@ -410,8 +410,4 @@ public struct BridgeConfiguration: Sendable {
         }
         return problems
     }
-}
-
-extension Duration {
-    var nanoseconds: Int64 { components.seconds * 1_000_000_000 + components.attoseconds / 1_000_000_000 }
 }

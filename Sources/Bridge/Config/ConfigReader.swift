@@ -1,3 +1,4 @@
+public import NIOCore
 import Yams
 
 /// A configuration problem: `file:line: key: what is wrong — how to fix`.
@@ -100,21 +101,13 @@ struct ConfigReader {
     }
 
     /// A duration: a number of seconds (`10`, `0.5`) or a number with a unit (`500ms`, `10s`, `2m`).
-    mutating func duration(_ node: Node, _ key: String) -> Duration? {
+    mutating func duration(_ node: Node, _ key: String) -> TimeAmount? {
         guard let text = string(node, key) else { return nil }
-        let units: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600)]
-        var number = Substring(text)
-        var scale = 1.0
-        for (suffix, factor) in units where text.hasSuffix(suffix) {
-            number = text.dropLast(suffix.count)
-            scale = factor
-            break
-        }
-        guard let value = Double(number), value > 0, value.isFinite else {
+        guard let value = parseDuration(text) else {
             fail(node, key, "\"\(text)\" is not a positive duration", fix: "write seconds (10) or a number with a unit (500ms, 10s, 2m)")
             return nil
         }
-        return .milliseconds(Int64((value * scale * 1000).rounded()))
+        return value
     }
 
     /// The items of a sequence.
@@ -143,4 +136,23 @@ func editDistance(_ a: String, _ b: String) -> Int {
 
 extension String {
     fileprivate func replacingUnderscores() -> String { String(filter { $0 != "_" }) }
+}
+
+/// A positive duration written as seconds (`10`, `0.5`) or with a unit (`500ms`, `10s`, `2m`,
+/// `2h`), to the millisecond; nil for anything else. The configuration file and the command
+/// line (`pair invite --expires`) read durations the same way.
+public func parseDuration(_ text: String) -> TimeAmount? {
+    let units: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600)]
+    var number = Substring(text)
+    var scale = 1.0
+    for (suffix, factor) in units where text.hasSuffix(suffix) {
+        number = text.dropLast(suffix.count)
+        scale = factor
+        break
+    }
+    // Finite and within range: `inf` or `1e300` must be refused, not trap on conversion.
+    guard let value = Double(number), value > 0, value.isFinite else { return nil }
+    let milliseconds = (value * scale * 1000).rounded()
+    guard milliseconds < Double(Int64.max / 1_000_000) else { return nil }
+    return .milliseconds(Int64(milliseconds))
 }
