@@ -35,7 +35,9 @@ final class RelayBrokerClient {
     private var needsFlush = false
     private var pinger: RepeatedTask?
     private var qos2Limit = 20
-    private var flushScheduled = false
+    /// One flush for everything written in this event-loop turn (a burst from the link
+    /// becomes one write to the broker, not one per message).
+    private lazy var flushRequest = CoalescedAction(on: eventLoop) { [weak self] in self?.flushIfNeeded() }
     private var qos2Inflight = 0
     static let keepAlive: UInt16 = 30
 
@@ -170,7 +172,6 @@ final class RelayBrokerClient {
         case .publish(let publish):
             let id = publish.packetIdentifier
             let loopBound = NIOLoopBound(self, eventLoop: eventLoop)
-            let version = self.version
             onMessage?(Incoming(publish: publish, acknowledge: {
                 let client = loopBound.value
                 guard let id else { return }
@@ -179,8 +180,7 @@ final class RelayBrokerClient {
                 case .atLeastOnce: client.write(.pubAck(PubAck(packetIdentifier: id)))
                 case .exactlyOnce: client.write(.pubRec(PubRec(packetIdentifier: id)))
                 }
-                _ = version
-                client.scheduleFlush()
+                client.flushRequest.request()
             }))
         case .pubRel(let rel):
             let id = rel.packetIdentifier
@@ -271,7 +271,7 @@ final class RelayBrokerClient {
             waiting.removeFirst(waitingHead)
             waitingHead = 0
         }
-        scheduleFlush()
+        flushRequest.request()
     }
 
     private func completed(_ id: UInt16) {
@@ -303,18 +303,6 @@ final class RelayBrokerClient {
 
     func flushIfNeeded() { if needsFlush { flush() } }
 
-    /// One flush for everything written in this event-loop turn (a burst from the link
-    /// becomes one write to the broker, not one per message).
-    private func scheduleFlush() {
-        guard !flushScheduled else { return }
-        flushScheduled = true
-        let loopBound = NIOLoopBound(self, eventLoop: eventLoop)
-        eventLoop.execute {
-            let client = loopBound.value
-            client.flushScheduled = false
-            client.flushIfNeeded()
-        }
-    }
 }
 
 @available(*, unavailable)

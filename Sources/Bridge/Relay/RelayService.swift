@@ -94,11 +94,11 @@ final class RelayService {
         broker = RelayBrokerClient(configuration: configuration,
                                    subscriptions: subscriptions.sorted { $0.key < $1.key }.map { ($0.key, QoS(rawValue: $0.value) ?? .atLeastOnce) },
                                    eventLoop: eventLoop, logger: logger)
+        let base = URL(fileURLWithPath: configuration.queueDirectory)
+        try RelayQueueDirectoryError.check(base.path)
         for name in Set(configuration.rules.map(\.peer)).sorted() {
             let rules = configuration.rules.filter { $0.peer == name }
             let safe = String(name.map { $0.isLetter || $0.isNumber || $0 == "-" || $0 == "." ? $0 : "_" })
-            let base = URL(fileURLWithPath: configuration.queueDirectory)
-            try RelayQueueDirectoryError.check(base.path)
             let queue = try rules.contains(where: \.sends)
                 ? DurableQueue(configuration: .init(directory: base.appendingPathComponent("to-\(safe)").path, maximumBytes: configuration.maximumQueueBytes)) {
                     [logger] milliseconds, records in
@@ -290,12 +290,12 @@ final class RelayPeer {
     private var replayUntil: UInt64 = 0
     private var tokens = 0.0
     private var lastRefill = NIODeadline.now()
-    private var pumpScheduled = false
+    private lazy var pumpRequest = CoalescedAction(on: service.eventLoop) { [weak self] in self?.pump() }
     /// `when_full: block`: messages waiting for room (their broker acknowledgement waits too).
     private var blocked: [(RelayMessage, RelayIntake)] = []
     private var inProgress: Set<Key> = []
     private var pendingAcknowledgements: [UInt64: [(sequence: UInt64, outcome: RelayRecord.Outcome)]] = [:]
-    private var acknowledgementFlushScheduled = false
+    private lazy var acknowledgementRequest = CoalescedAction(on: service.eventLoop) { [weak self] in self?.sendAcknowledgements() }
     private var policy: (generation: Int, policy: ACLPolicy)?
 
     init(service: RelayService, name: String, rules: [RelayRule], queue: DurableQueue?, ledger: DeliveryLedger?) {
@@ -410,16 +410,7 @@ final class RelayPeer {
         schedulePump()
     }
 
-    func schedulePump() {
-        guard !pumpScheduled else { return }
-        pumpScheduled = true
-        let loopBound = NIOLoopBound(self, eventLoop: service.eventLoop)
-        service.eventLoop.execute {
-            let peer = loopBound.value
-            peer.pumpScheduled = false
-            peer.pump()
-        }
-    }
+    func schedulePump() { pumpRequest.request() }
 
     /// Sends queued messages the peer has not seen on this stream, while the stream has window.
     private func pump() {
@@ -660,28 +651,25 @@ final class RelayPeer {
 
     private func acknowledge(_ key: Key, _ outcome: RelayRecord.Outcome) {
         pendingAcknowledgements[key.epoch, default: []].append((key.sequence, outcome))
-        guard !acknowledgementFlushScheduled else { return }
-        acknowledgementFlushScheduled = true
-        let loopBound = NIOLoopBound(self, eventLoop: service.eventLoop)
-        service.eventLoop.execute {
-            let peer = loopBound.value
-            peer.acknowledgementFlushScheduled = false
-            // Any open stream will do; with none the sender resends and the ledger answers.
-            guard let stream = peer.streams.last(where: \.isOpen) else {
-                peer.pendingAcknowledgements.removeAll()
-                return
-            }
-            for (epoch, entries) in peer.pendingAcknowledgements {
-                var index = 0
-                while index < entries.count {
-                    let chunk = Array(entries[index..<min(index + 4096, entries.count)])
-                    stream.send(.acknowledgement(epoch: epoch, chunk))
-                    index += chunk.count
-                }
-            }
-            peer.pendingAcknowledgements.removeAll()
-            stream.flush()
+        acknowledgementRequest.request()
+    }
+
+    private func sendAcknowledgements() {
+        // Any open stream will do; with none the sender resends and the ledger answers.
+        guard let stream = streams.last(where: \.isOpen) else {
+            pendingAcknowledgements.removeAll()
+            return
         }
+        for (epoch, entries) in pendingAcknowledgements {
+            var index = 0
+            while index < entries.count {
+                let chunk = Array(entries[index..<min(index + 4096, entries.count)])
+                stream.send(.acknowledgement(epoch: epoch, chunk))
+                index += chunk.count
+            }
+        }
+        pendingAcknowledgements.removeAll()
+        stream.flush()
     }
 }
 
