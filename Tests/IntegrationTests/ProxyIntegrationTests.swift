@@ -200,8 +200,7 @@ struct ProxyIntegrationTests {
         while !text.contains("ready\n") { text += String(decoding: reader.availableData, as: UTF8.self) }
         try "user alice\ntopic readwrite a/#\ntopic readwrite b/#\n".write(toFile: site.aclPath, atomically: true, encoding: .utf8)
         site.bridge.process.signal(SIGHUP)
-        let deadline = Date().addingTimeInterval(5)
-        while site.bridge.lines(event: "acl_change").isEmpty && Date() < deadline { usleep(20_000) }
+        _ = TestEnvironment.waitUntil(timeout: 5) { !site.bridge.lines(event: "acl_change").isEmpty }
         input.fileHandleForWriting.write(Data("go\n".utf8))
         process.waitUntilExit()
         text += String(decoding: reader.readDataToEndOfFile(), as: UTF8.self)
@@ -214,7 +213,7 @@ struct ProxyIntegrationTests {
         // A broken file is refused and the current ACL stays.
         try "user alice\ntopic raed b/#\n".write(toFile: site.aclPath, atomically: true, encoding: .utf8)
         site.bridge.process.signal(SIGHUP)
-        while site.bridge.lines(event: "acl_reload_failed").isEmpty && Date() < deadline.addingTimeInterval(5) { usleep(20_000) }
+        _ = TestEnvironment.waitUntil(timeout: 10) { !site.bridge.lines(event: "acl_reload_failed").isEmpty }
         #expect(site.bridge.lines(event: "acl_reload_failed").first?["msg"]?.contains("\(site.aclPath):2: invalid access type") == true)
     }
 

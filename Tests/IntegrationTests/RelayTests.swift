@@ -57,12 +57,7 @@ final class RelayLab: @unchecked Sendable {
             .replacingOccurrences(of: "listen: 127.0.0.1:0\n", with: "listen: 127.0.0.1:\(linkPort)\n")
         try fixed.write(toFile: path("b/mqbridge.yaml"), atomically: true, encoding: .utf8)
         cutter = try ChildProcess(["python3", TestEnvironment.script("tcp_cutter.py"), "\(linkPort)"], log: directory.appendingPathComponent("cutter.log"))
-        let deadline = Date().addingTimeInterval(10)
-        while cutterPort == 0 && Date() < deadline {
-            cutterPort = cutter.log.split(separator: "\n").first.flatMap { Int($0) } ?? 0
-            if cutterPort == 0 { usleep(20_000) }
-        }
-        guard cutterPort != 0 else { throw TestError("tcp_cutter.py did not report its port: \(cutter.log)") }
+        cutterPort = try cutter.reportedPort()
         let configA = """
         identity: identity
         acl: acl.conf
@@ -118,15 +113,6 @@ final class RelayLab: @unchecked Sendable {
         let r = try TestEnvironment.run(["mosquitto_pub", "-h", "127.0.0.1", "-p", "\(broker.port)", "-t", topic, "-m", message, "-q", "\(qos)"] + extra)
         guard r.status == 0 else { throw TestError("mosquitto_pub: \(r.stderr)") }
     }
-
-    static func waitUntil(timeout: Double, _ condition: () throws -> Bool) rethrows -> Bool {
-        let deadline = Date().addingTimeInterval(timeout)
-        while Date() < deadline {
-            if try condition() { return true }
-            usleep(50_000)
-        }
-        return try condition()
-    }
 }
 
 func lines(_ process: ChildProcess) -> [Substring] { process.log.split(separator: "\n") }
@@ -170,7 +156,7 @@ struct RelayTests {
         }
         for (index, name) in plan.enumerated() {
             // Each fault strikes while messages are still flowing.
-            _ = RelayLab.waitUntil(timeout: 20) { arrived() > (index + 1) * total / (plan.count + 3) }
+            _ = TestEnvironment.waitUntil(timeout: 20) { arrived() > (index + 1) * total / (plan.count + 3) }
             let at = arrived()
             switch name {
             case "cut": lab.cutLink(); usleep(1_000_000); lab.restoreLink()
@@ -180,9 +166,9 @@ struct RelayTests {
             }
             faults.append("\(name) at \(at)")
         }
-        let complete = RelayLab.waitUntil(timeout: Double(ProcessInfo.processInfo.environment["RELAY_WAIT"] ?? "240") ?? 240) { Set(lines(sub)).count >= total }
+        let complete = TestEnvironment.waitUntil(timeout: Double(ProcessInfo.processInfo.environment["RELAY_WAIT"] ?? "240") ?? 240) { Set(lines(sub)).count >= total }
         // Let any late duplicate show before counting.
-        _ = RelayLab.waitUntil(timeout: 20) { ((try? lab.a.metric("mqbridge_relay_queue_messages")) ?? nil) == 0 }
+        _ = TestEnvironment.waitUntil(timeout: 20) { ((try? lab.a.metric("mqbridge_relay_queue_messages")) ?? nil) == 0 }
         usleep(500_000)
         return FaultRun(received: lines(sub).map(String.init), faults: faults, lab: lab, complete: complete,
                         publisherFinished: publisher.log.contains("done \(total)"), publisherLog: publisher.log)
@@ -243,7 +229,7 @@ struct RelayTests {
         // The same payload published twice on purpose at one site arrives twice at the other.
         try lab.publish(lab.brokerA, "shared/a", "twice")
         try lab.publish(lab.brokerA, "shared/a", "twice")
-        #expect(RelayLab.waitUntil(timeout: 15) { lines(atA).count >= 12 && lines(atB).count >= 12 })
+        #expect(TestEnvironment.waitUntil(timeout: 15) { lines(atA).count >= 12 && lines(atB).count >= 12 })
         usleep(2_000_000)  // a loop would keep going: give it time to show
         let expected = ((1...5).map { "shared/a from-a-\($0)" } + (1...5).map { "shared/b from-b-\($0)" } + ["shared/a twice", "shared/a twice"]).sorted()
         #expect(lines(atA).map(String.init).sorted() == expected)
@@ -291,7 +277,7 @@ struct RelayTests {
         try lab.publish(lab.brokerA, "commands/reboot", "now")   // B's ACL denies
         try lab.publish(lab.brokerA, "other/x", "nobody-wants")   // no `in` rule at B
         try lab.publish(lab.brokerA, "commands/light", "on")
-        #expect(RelayLab.waitUntil(timeout: 15) { lines(atB).count >= 2 })
+        #expect(TestEnvironment.waitUntil(timeout: 15) { lines(atB).count >= 2 })
         try lab.b.waitFor(event: "relay_refused", matching: ["reason": "no_rule"])
         usleep(500_000)
         let got = lines(atB).map(String.init)
@@ -310,7 +296,7 @@ struct RelayTests {
         #expect(denied?["topic"] == "site-a/commands/reboot")
         #expect(denied?["rule"]?.hasSuffix("acl.conf:4") == true)
         #expect(try lab.b.metric("mqbridge_relay_refused_total{by=\"this_site\"}") == 2)
-        #expect(RelayLab.waitUntil(timeout: 10) { ((try? lab.a.metric("mqbridge_relay_refused_total{by=\"peer\"}")) ?? nil) == 2 })
+        #expect(TestEnvironment.waitUntil(timeout: 10) { ((try? lab.a.metric("mqbridge_relay_refused_total{by=\"peer\"}")) ?? nil) == 2 })
         // The retained message is kept at B: a new subscriber gets it, marked retained.
         let late = try TestEnvironment.run(["mosquitto_sub", "-h", "127.0.0.1", "-p", "\(lab.brokerB.port)", "-t", "from-a/sensors/#", "-F", "%t|%p|%r", "-C", "1", "-W", "5"])
         #expect(String(decoding: late.stdout, as: UTF8.self) == "from-a/sensors/t1|21.5|1\n")
@@ -348,7 +334,7 @@ struct RelayTests {
         usleep(1_200_000)  // "expiring" is now older than its 1 s
         let restored = Date()
         lab.restoreLink()
-        #expect(try await TestEnvironment.offPool { RelayLab.waitUntil(timeout: 30) { lines(atB).count >= 60 } })
+        #expect(try await TestEnvironment.offPool { TestEnvironment.waitUntil(timeout: 30) { lines(atB).count >= 60 } })
         let took = Date().timeIntervalSince(restored)
         usleep(500_000)
         #expect(lines(atB).map(String.init) == (1...60).map { String(format: "out/fresh m%06d", $0) })
@@ -380,19 +366,19 @@ struct RelayTests {
             try lab.a.waitFor(event: policy == "block" ? "relay_queue_full" : "relay_dropped")
             if policy == "drop_oldest" {
                 // Everything has reached the relay (and the oldest have made room) before the link returns.
-                #expect(try await TestEnvironment.offPool { RelayLab.waitUntil(timeout: 30) { ((try? lab.a.metric("mqbridge_relay_queued_total")) ?? nil) == 5000 } })
+                #expect(try await TestEnvironment.offPool { TestEnvironment.waitUntil(timeout: 30) { ((try? lab.a.metric("mqbridge_relay_queued_total")) ?? nil) == 5000 } })
             }
             lab.restoreLink()
             let expected = (1...5000).map { String(format: "m%06d", $0) }
             if policy == "block" {
-                #expect(try await TestEnvironment.offPool { RelayLab.waitUntil(timeout: 60) { lines(atB).count >= 5000 } })
+                #expect(try await TestEnvironment.offPool { TestEnvironment.waitUntil(timeout: 60) { lines(atB).count >= 5000 } })
                 usleep(300_000)
                 #expect(lines(atB).map(String.init) == expected)
                 #expect(try lab.a.metric("mqbridge_relay_dropped_total{reason=\"queue_full\"}") == 0)
             } else {
                 let dropped = try #require(try lab.a.metric("mqbridge_relay_dropped_total{reason=\"queue_full\"}"))
                 #expect(dropped > 3000)
-                #expect(try await TestEnvironment.offPool { RelayLab.waitUntil(timeout: 60) { lines(atB).count >= 5000 - Int(dropped) } })
+                #expect(try await TestEnvironment.offPool { TestEnvironment.waitUntil(timeout: 60) { lines(atB).count >= 5000 - Int(dropped) } })
                 usleep(500_000)
                 // What arrives is the newest messages, in order, and nothing dropped shows up.
                 #expect(lines(atB).map(String.init) == Array(expected.suffix(5000 - Int(dropped))))
@@ -415,7 +401,7 @@ struct RelayTests {
         lab.b.process.signal(SIGHUP)
         try lab.b.waitFor(event: "acl_change")
         try lab.publish(lab.brokerA, "news/2", "after")
-        #expect(RelayLab.waitUntil(timeout: 10) { lines(atB).count >= 1 })
+        #expect(TestEnvironment.waitUntil(timeout: 10) { lines(atB).count >= 1 })
         usleep(300_000)
         // The refused message was settled, not retried: only "after" arrives.
         #expect(lines(atB).map(String.init) == ["news/2 after"])

@@ -28,14 +28,7 @@ struct TwoSiteLab {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         broker = try MosquittoBroker()
         http = try ChildProcess(["python3", TestEnvironment.script("http_service.py")], log: directory.appendingPathComponent("http.log"))
-        let deadline = Date().addingTimeInterval(10)
-        var port: Int?
-        while port == nil && Date() < deadline {
-            port = http.log.split(separator: "\n").first.flatMap { Int($0) }
-            if port == nil { usleep(20_000) }
-        }
-        guard let port else { throw TestError("http_service.py did not report its port: \(http.log)") }
-        httpPort = port
+        httpPort = try http.reportedPort()
         fingerprints = ["a": try TestEnvironment.createIdentity(in: directory.appendingPathComponent("a/identity").path, name: "site-a"),
                         "b": try TestEnvironment.createIdentity(in: directory.appendingPathComponent("b/identity").path, name: "site-b")]
     }
@@ -215,8 +208,7 @@ struct TwoSiteTests {
         try lab.a.waitFor(event: "link_down", timeout: 10)
         #expect(Date().timeIntervalSince(killedAt) < 5, "dead link noticed after \(Date().timeIntervalSince(killedAt))s")
         try lab.restartB()
-        let deadline = Date().addingTimeInterval(20)
-        while lab.a.lines(event: "link_up").count < 3 && Date() < deadline { usleep(50_000) }
+        _ = TestEnvironment.waitUntil(timeout: 20) { lab.a.lines(event: "link_up").count >= 3 }
         #expect(lab.a.lines(event: "link_up").count == 3)
         #expect(!lab.a.lines(event: "link_reconnect").isEmpty)
         let r = try TestEnvironment.run(["mosquitto_pub", "-h", "127.0.0.1", "-p", "\(lab.remotePort("broker"))", "-u", "alice", "-t", "sensors/again", "-m", "x", "-q", "1"])

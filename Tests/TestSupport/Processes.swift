@@ -191,3 +191,28 @@ extension TestEnvironment {
         }
     }
 }
+
+extension TestEnvironment {
+    /// Polls `condition` until it holds or `timeout` seconds pass; returns its last value.
+    public static func waitUntil(timeout: Double, _ condition: () throws -> Bool) rethrows -> Bool {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if try condition() { return true }
+            usleep(20_000)
+        }
+        return try condition()
+    }
+}
+
+extension ChildProcess {
+    /// The port a helper script printed as the first line of its output (it binds port 0).
+    public func reportedPort(timeout: Double = 10) throws -> Int {
+        var port: Int?
+        _ = TestEnvironment.waitUntil(timeout: timeout) {
+            port = log.split(separator: "\n").first.flatMap { Int($0) }
+            return port != nil
+        }
+        guard let port else { throw TestError("\(logURL.lastPathComponent): no port reported: \(log)") }
+        return port
+    }
+}
