@@ -289,16 +289,15 @@ extension TCPStreamEndpoint: Sendable {}
 final class MQTTStreamEndpoint: LinkStreamEndpoint, ProxyClientSide {
     private weak var stream: LinkStream?
     private let connection: ProxyConnection
-    private var decoder: MQTTFrameDecoder
-    private var inbound = ByteBuffer()
+    private var framer: InlineFramer
     private var processing = false
     private var closed = false
 
     init(stream: LinkStream, environment: ProxyEnvironment, origin: String) {
         self.stream = stream
         self.connection = ProxyConnection(environment: environment, eventLoop: stream.link.node.eventLoop)
-        self.decoder = MQTTFrameDecoder(configuration: .server(maximumPacketSize: environment.configuration.maximumPacketSize,
-                                                               maximumConnectPacketSize: environment.configuration.maximumConnectPacketSize))
+        self.framer = InlineFramer(MQTTFrameDecoder(configuration: .server(maximumPacketSize: environment.configuration.maximumPacketSize,
+                                                                           maximumConnectPacketSize: environment.configuration.maximumConnectPacketSize)))
         environment.metrics.connectionsTotal.increment()
         connection.clientActive(self, origin: origin)
     }
@@ -308,8 +307,7 @@ final class MQTTStreamEndpoint: LinkStreamEndpoint, ProxyClientSide {
     func opened() {}
 
     func deliver(_ bytes: ByteBuffer, fin: Bool) {
-        var bytes = bytes
-        inbound.writeBuffer(&bytes)
+        framer.append(bytes)
         process()
         if fin && !closed {
             closed = true
@@ -327,17 +325,17 @@ final class MQTTStreamEndpoint: LinkStreamEndpoint, ProxyClientSide {
             connection.clientWantsRead { allowed = true }
             // Not now: the proxy remembers and calls read() when the broker side can take more.
             guard allowed else { break }
-            let before = inbound.readableBytes
+            let before = framer.bufferedBytes
             do {
-                guard let frame = try decoder.nextFrame(from: &inbound) else { break }
-                stream?.consumed(before - inbound.readableBytes)
+                guard let frame = try framer.next() else { break }
+                stream?.consumed(before - framer.bufferedBytes)
                 connection.clientFrame(frame)
             } catch {
                 connection.clientError(error)
                 break
             }
         }
-        inbound.discardReadBytes()
+        framer.compact()
         connection.clientReadComplete()
     }
 

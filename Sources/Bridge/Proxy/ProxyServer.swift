@@ -43,8 +43,7 @@ public final class ProxyServer: Service, Sendable {
             }
             let decoder = MQTTFrameDecoder(configuration: .server(maximumPacketSize: configuration.maximumPacketSize,
                                                                   maximumConnectPacketSize: configuration.maximumConnectPacketSize))
-            try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(decoder))
-            try channel.pipeline.syncOperations.addHandler(ClientSideHandler(connection: ProxyConnection(environment: environment, eventLoop: channel.eventLoop)))
+            try channel.pipeline.syncOperations.addHandler(ClientSideHandler(connection: ProxyConnection(environment: environment, eventLoop: channel.eventLoop), decoder: decoder))
         }
     }
 

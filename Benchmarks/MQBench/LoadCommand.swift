@@ -1,0 +1,21 @@
+import ArgumentParser
+import Foundation
+
+/// Load against any MQTT listener, for profiling a running mqbridge (or a broker) by hand:
+/// `mqbridge-bench load --port P --qos 0 --seconds 10`.
+struct LoadCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "load", abstract: "Closed-loop publish load against HOST:PORT; prints the rate.")
+
+    @Option(help: "Host to connect to.") var host = "127.0.0.1"
+    @Option(help: "Port the publishers (and, without --subscribe-port, the subscriber) connect to.") var port: Int
+    @Option(help: "Port the subscriber connects to.") var subscribePort: Int?
+    @Option(help: "QoS of the publications.") var qos: Int32 = 0
+    @Option(help: "Publishers.") var publishers = 4
+    @Option(help: "Seconds.") var seconds: Double = 5
+
+    func run() throws {
+        mosquitto_lib_init_once()
+        let t = try Load.throughput(host: host, port: port, subscribePort: subscribePort, qos: qos, publishers: publishers, seconds: seconds)
+        print("\(Int(t.messagesPerSecond)) msg/s (\(t.messages) messages in \(String(format: "%.2f", t.seconds)) s)")
+    }
+}

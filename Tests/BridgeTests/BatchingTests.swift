@@ -1,0 +1,60 @@
+@testable import Bridge
+import MQTTCodec
+import NIOCore
+import Testing
+
+@Suite("Inline framing and per-burst output batches")
+struct BatchingTests {
+    /// CONNECT (3.1.1, client id "c"), PUBLISH QoS 0 "a/b" "hi", PINGREQ.
+    let stream: [UInt8] = [0x10, 0x0D, 0x00, 0x04, 0x4D, 0x51, 0x54, 0x54, 0x04, 0x02, 0x00, 0x3C, 0x00, 0x01, 0x63]
+        + [0x30, 0x07, 0x00, 0x03, 0x61, 0x2F, 0x62, 0x68, 0x69]
+        + [0xC0, 0x00]
+
+    @Test("Packets split at every byte come out whole, in order, and only incomplete bytes are kept")
+    func framesAcrossReads() throws {
+        for split in 0...stream.count {
+            var framer = InlineFramer(MQTTFrameDecoder(configuration: .server()))
+            var frames: [MQTTFrame] = []
+            for piece in [Array(stream[..<split]), Array(stream[split...])] {
+                framer.append(ByteBuffer(bytes: piece))
+                while let frame = try framer.next() { frames.append(frame) }
+                framer.compact()
+            }
+            #expect(frames.map(\.type) == [.connect, .publish, .pingreq], "split at \(split)")
+            #expect(frames.map { Array($0.bytes.readableBytesView) }.reduce([], +) == stream)
+            #expect(framer.bufferedBytes == 0)
+        }
+        var framer = InlineFramer(MQTTFrameDecoder(configuration: .server()))
+        framer.append(ByteBuffer(bytes: stream[..<20]))
+        while try framer.next() != nil {}
+        framer.compact()
+        #expect(framer.bufferedBytes == 5)  // the first 5 bytes of the PUBLISH
+    }
+
+    @Test("A framing error is thrown once; nothing is framed after it")
+    func errorStops() throws {
+        var framer = InlineFramer(MQTTFrameDecoder(configuration: .server()))
+        // The first packet must be CONNECT: a PUBLISH first is a protocol error.
+        framer.append(ByteBuffer(bytes: stream[15...]))
+        #expect(throws: MQTTCodecError.self) { try framer.next() }
+        #expect(framer.failed)
+        framer.append(ByteBuffer(bytes: stream))
+        #expect(try framer.next() == nil)
+    }
+
+    @Test("Small packets are joined into one buffer; a large one is written as is, after what was batched")
+    func batches() {
+        var batch = OutputBatch()
+        var written: [[UInt8]] = []
+        batch.append(ByteBuffer(bytes: [1, 2])) { written.append(Array($0.readableBytesView)) }
+        batch.append(ByteBuffer(bytes: [3])) { written.append(Array($0.readableBytesView)) }
+        #expect(written.isEmpty)
+        let large = [UInt8](repeating: 9, count: OutputBatch.directWriteSize)
+        batch.append(ByteBuffer(bytes: large)) { written.append(Array($0.readableBytesView)) }
+        #expect(written == [[1, 2, 3], large])
+        #expect(batch.take() == nil)
+        batch.append(ByteBuffer(bytes: [4])) { written.append(Array($0.readableBytesView)) }
+        #expect(batch.take().map { Array($0.readableBytesView) } == [4])
+        #expect(batch.take() == nil)
+    }
+}
