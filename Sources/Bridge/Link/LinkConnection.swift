@@ -113,9 +113,21 @@ final class LinkConnection {
         return nil
     }
 
-    func frame(_ frame: LinkFrame) {
+    /// Frames what TLS decrypted and handles each frame; a frame that cannot be read closes
+    /// the link.
+    func receive(_ bytes: ByteBuffer, framer: inout InlineFramer<LinkFrameDecoder>) {
         lastReceived = .now()
-        node.metrics.bytesFromPeer.increment(by: Int64(LinkFrame.headerSize + frame.payload.readableBytes))
+        node.metrics.bytesFromPeer.increment(by: Int64(bytes.readableBytes))
+        framer.append(bytes)
+        do {
+            while !isClosed, let frame = try framer.next() { self.frame(frame) }
+        } catch {
+            self.error(error)
+        }
+        framer.compact()
+    }
+
+    func frame(_ frame: LinkFrame) {
         if case .handshaking = state, let context {
             // Decrypted data can only follow a finished handshake; if it overtook the
             // handshake-completed event, take the handshake as completed now.
@@ -410,10 +422,13 @@ extension LinkConnection: Sendable {}
 
 /// The link channel's last handler: frames in, events to the `LinkConnection`.
 final class LinkHandler: ChannelInboundHandler {
-    typealias InboundIn = LinkFrame
+    typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
     let link: LinkConnection
+    /// Link frames are cut from the TLS plaintext here rather than by a ByteToMessageHandler:
+    /// no pipeline hop per frame.
+    private var framer = InlineFramer(LinkFrameDecoder())
     init(link: LinkConnection) { self.link = link }
 
     func channelActive(context: ChannelHandlerContext) {
@@ -429,7 +444,7 @@ final class LinkHandler: ChannelInboundHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        link.frame(unwrapInboundIn(data))
+        link.receive(unwrapInboundIn(data), framer: &framer)
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {

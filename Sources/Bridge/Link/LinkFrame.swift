@@ -70,13 +70,14 @@ public struct LinkFrameDecoder: ByteToMessageDecoder {
 
     public init() {}
 
-    public mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
+    /// The next frame from the front of `buffer` (consumed), nil when more bytes are needed.
+    public mutating func nextFrame(from buffer: inout ByteBuffer) throws(LinkProtocolError) -> LinkFrame? {
         guard buffer.readableBytes >= LinkFrame.headerSize,
               let typeByte = buffer.getInteger(at: buffer.readerIndex, as: UInt8.self),
               let flags = buffer.getInteger(at: buffer.readerIndex + 1, as: UInt8.self),
               let stream = buffer.getInteger(at: buffer.readerIndex + 2, as: UInt32.self),
               let length = buffer.getInteger(at: buffer.readerIndex + 6, as: UInt32.self) else {
-            return .needMoreData
+            return nil
         }
         guard let kind = LinkFrame.Kind(rawValue: typeByte) else {
             throw LinkProtocolError("unknown link frame type 0x\(String(typeByte, radix: 16))")
@@ -84,10 +85,15 @@ public struct LinkFrameDecoder: ByteToMessageDecoder {
         guard Int(length) <= LinkFrame.maximumPayload else {
             throw LinkProtocolError("link frame of \(length) bytes exceeds \(LinkFrame.maximumPayload)")
         }
-        guard buffer.readableBytes >= LinkFrame.headerSize + Int(length) else { return .needMoreData }
+        guard buffer.readableBytes >= LinkFrame.headerSize + Int(length) else { return nil }
         buffer.moveReaderIndex(forwardBy: LinkFrame.headerSize)
         let payload = buffer.readSlice(length: Int(length))!
-        context.fireChannelRead(wrapInboundOut(LinkFrame(kind, flags: flags, stream: stream, payload: payload)))
+        return LinkFrame(kind, flags: flags, stream: stream, payload: payload)
+    }
+
+    public mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
+        guard let frame = try nextFrame(from: &buffer) else { return .needMoreData }
+        context.fireChannelRead(wrapInboundOut(frame))
         return .continue
     }
 }

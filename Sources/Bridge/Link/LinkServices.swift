@@ -20,7 +20,6 @@ extension LinkNode {
             let link = LinkConnection(node: self, role: role)
             onReady?(link)
             try channel.pipeline.syncOperations.addHandler(tlsHandler)
-            try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(LinkFrameDecoder()))
             try channel.pipeline.syncOperations.addHandler(LinkHandler(link: link))
         }
     }

@@ -289,7 +289,7 @@ extension TCPStreamEndpoint: Sendable {}
 final class MQTTStreamEndpoint: LinkStreamEndpoint, ProxyClientSide {
     private weak var stream: LinkStream?
     private let connection: ProxyConnection
-    private var framer: InlineFramer
+    private var framer: InlineFramer<MQTTFrameDecoder>
     private var processing = false
     private var closed = false
 

@@ -1,16 +1,26 @@
 import MQTTCodec
 import NIOCore
 
-/// Frames MQTT packets from a byte stream that arrives in pieces, inside the handler that
-/// consumes them: a packet goes straight to the session instead of through a pipeline hop
-/// boxed in an NIOAny (a large share of the per-packet cost with small packets).
-struct InlineFramer {
-    private var decoder: MQTTFrameDecoder
+/// A decoder that frames one unit at a time from the front of a buffer (consuming it), or
+/// returns nil and consumes nothing when more bytes are needed.
+protocol IncrementalFrameDecoder {
+    associatedtype Frame
+    mutating func nextFrame(from buffer: inout ByteBuffer) throws -> Frame?
+}
+
+extension MQTTFrameDecoder: IncrementalFrameDecoder {}
+extension LinkFrameDecoder: IncrementalFrameDecoder {}
+
+/// Frames a byte stream that arrives in pieces (MQTT packets, link frames) inside the handler
+/// that consumes them: a frame goes straight to its consumer instead of through a pipeline
+/// hop boxed in an NIOAny (a large share of the per-packet cost with small packets).
+struct InlineFramer<Decoder: IncrementalFrameDecoder> {
+    private var decoder: Decoder
     private var buffer = ByteBuffer()
     /// After a framing error nothing more is framed: the connection is being closed.
     private(set) var failed = false
 
-    init(_ decoder: MQTTFrameDecoder) { self.decoder = decoder }
+    init(_ decoder: Decoder) { self.decoder = decoder }
 
     /// Bytes received and not yet framed.
     var bufferedBytes: Int { buffer.readableBytes }
@@ -24,8 +34,8 @@ struct InlineFramer {
         }
     }
 
-    /// The next complete packet, nil when more bytes are needed.
-    mutating func next() throws(MQTTCodecError) -> MQTTFrame? {
+    /// The next complete frame, nil when more bytes are needed.
+    mutating func next() throws -> Decoder.Frame? {
         guard !failed else { return nil }
         do {
             return try decoder.nextFrame(from: &buffer)

@@ -117,7 +117,7 @@ final class ProxyConnection {
 
     /// Frames what a side's channel read and hands the packets over, stopping once the
     /// connection is closing.
-    func receive(_ bytes: ByteBuffer, framer: inout InlineFramer, from side: Side) {
+    func receive(_ bytes: ByteBuffer, framer: inout InlineFramer<MQTTFrameDecoder>, from side: Side) {
         framer.append(bytes)
         do {
             while !closing, let frame = try framer.next() {
@@ -400,7 +400,7 @@ final class ClientSideHandler: ChannelDuplexHandler {
     typealias OutboundOut = ByteBuffer
 
     private let connection: ProxyConnection
-    private var framer: InlineFramer
+    private var framer: InlineFramer<MQTTFrameDecoder>
     init(connection: ProxyConnection, decoder: MQTTFrameDecoder) {
         self.connection = connection
         self.framer = InlineFramer(decoder)
@@ -457,7 +457,7 @@ final class BrokerSideHandler: ChannelDuplexHandler {
     typealias OutboundOut = ByteBuffer
 
     private let connection: ProxyConnection
-    private var framer: InlineFramer
+    private var framer: InlineFramer<MQTTFrameDecoder>
     init(connection: ProxyConnection, decoder: MQTTFrameDecoder) {
         self.connection = connection
         self.framer = InlineFramer(decoder)
