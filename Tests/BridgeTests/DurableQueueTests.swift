@@ -38,9 +38,10 @@ struct DurableQueueTests {
         #expect(pending.first?.topic == "t/60")
         #expect(pending.first?.payload == ByteBuffer(repeating: 60, count: 16))
         #expect(pending.first?.retain == true)
-        // Numbering continues after the highest sequence ever used.
+        // Numbering continues after the highest sequence ever used and the sequences that
+        // may have been sent ahead of the disk.
         let (next, _) = reopened.append(message(1), on: loop)
-        #expect(next == 101)
+        #expect(next == 101 + DurableQueue.earlySendWindow)
         reopened.close()
     }
 
@@ -64,7 +65,7 @@ struct DurableQueueTests {
         let reopened = try DurableQueue(configuration: .init(directory: dir, segmentSize: 4096))
         #expect(reopened.pending(after: 0, limit: 10).isEmpty)
         let (next, _) = reopened.append(message(0), on: loop)
-        #expect(next == last + 1)
+        #expect(next == last + 1 + DurableQueue.earlySendWindow)
         reopened.close()
     }
 
@@ -86,7 +87,7 @@ struct DurableQueueTests {
         #expect(reopened.pending(after: 0, limit: 100).map(\.sequence) == Array(1...10))
         let (next, written) = reopened.append(message(10), on: loop)
         try await written.get()
-        #expect(next == 11)
+        #expect(next == 11 + DurableQueue.earlySendWindow)
         reopened.close()
         #expect(try DurableQueue(configuration: .init(directory: dir)).pending(after: 0, limit: 100).count == 11)
     }
@@ -104,5 +105,32 @@ struct DurableQueueTests {
         #expect(queue.depth.bytes <= 1000)
         #expect(refused > 30)
         queue.close()
+    }
+
+    @Test("QoS 1 may be handed out before it is on disk, within the early window; QoS 2, and what follows it, only once on disk")
+    func earlySend() async throws {
+        let dir = directory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        // The writer waits 300 ms before each batch: long enough to look before the fsync.
+        let queue = try DurableQueue(configuration: .init(directory: dir, maximumBatchDelay: .milliseconds(300)))
+        var qos2 = message(2)
+        qos2.qos = 2
+        let (first, _) = queue.append(message(1), on: loop)
+        #expect(queue.pending(after: 0, limit: 10).map(\.sequence) == [first])
+        let (second, _) = queue.append(qos2, on: loop)
+        let (third, written) = queue.append(message(3), on: loop)
+        // Order is kept: the QoS 1 message behind an unwritten QoS 2 one waits with it.
+        #expect(queue.pending(after: 0, limit: 10).map(\.sequence) == [first])
+        try await written.get()
+        #expect(queue.pending(after: 0, limit: 10).map(\.sequence) == [first, second, third])
+        // Acknowledged by the peer before reaching the disk: gone, and it stays gone.
+        let (fourth, _) = queue.append(message(4), on: loop)
+        #expect(queue.pending(after: third, limit: 10).map(\.sequence) == [fourth])
+        queue.acknowledge([first, fourth])
+        try await Task.sleep(for: .milliseconds(800))
+        queue.close()
+        let reopened = try DurableQueue(configuration: .init(directory: dir))
+        #expect(reopened.pending(after: 0, limit: 10).map(\.sequence) == [second, third])
+        reopened.close()
     }
 }

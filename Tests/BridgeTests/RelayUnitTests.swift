@@ -60,7 +60,7 @@ struct RelayUnitTests {
         #expect(try DeliveryLedger(path: path).contains(epoch: 42, sequence: 8))
     }
 
-    @Test("The durable queue hands out only what is on disk, and drop_oldest frees exactly enough room")
+    @Test("The durable queue hands out in sequence order, and drop_oldest frees exactly enough room")
     func queueDurabilityAndDropOldest() throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("queue-\(UUID().uuidString)").path
         defer { try? FileManager.default.removeItem(atPath: directory) }

@@ -78,6 +78,9 @@ public final class DurableQueue: @unchecked Sendable {
     }
 
     public let configuration: Configuration
+    /// How many QoS 1 messages may be sent to the peer ahead of the disk (and how far
+    /// numbering jumps at every start, so that none of their sequences is reused).
+    public static let earlySendWindow: UInt64 = 8192
     /// Random, fixed for the life of this queue directory: with the sequence it names a
     /// message uniquely even if the directory is wiped and numbering restarts.
     public let epoch: UInt64
@@ -153,7 +156,10 @@ public final class DurableQueue: @unchecked Sendable {
             recovered.pendingPerSegment[segment, default: 0] += 1
         }
         recovered.order.sort()
-        recovered.nextSequence = max(floor, (messages.map(\.1.sequence).max() ?? 0) + 1)
+        // Skip the sequences that may have been sent before reaching the disk (see `pending`).
+        // (A directory without segments never gave out a sequence.)
+        let gap = segments.isEmpty ? 0 : Self.earlySendWindow
+        recovered.nextSequence = max(floor, (messages.map(\.1.sequence).max() ?? 0) + 1) + gap
         recovered.durableUpTo = recovered.nextSequence - 1
         // Fully acknowledged old segments can go now.
         for segment in segments where segment != recovered.currentSegment && recovered.pendingPerSegment[segment] == nil {
@@ -310,11 +316,18 @@ public final class DurableQueue: @unchecked Sendable {
             var index = low
             while index < state.order.count && result.count < limit {
                 let sequence = state.order[index]
-                // Never hand out a message before it is on disk: if we crashed, its sequence
-                // could be given to a different message, which the peer would take for a resend.
-                if sequence > state.durableUpTo { break }
-                if sequence > after, let message = state.pending[sequence] { result.append(message) }
                 index += 1
+                guard sequence > after, let message = state.pending[sequence] else { continue }
+                if sequence > state.durableUpTo {
+                    // Not yet on disk. A QoS 1 message may go already (it is acknowledged to
+                    // the broker only once on disk, so a crash before then makes the broker
+                    // send it again: at most a duplicate, which QoS 1 allows), at most
+                    // `earlySendWindow` ahead, the gap recovery leaves so that a sequence
+                    // sent this way is never given to another message. QoS 2 waits: a
+                    // duplicate would break exactly once.
+                    guard message.qos == 1, sequence <= state.durableUpTo + Self.earlySendWindow else { break }
+                }
+                result.append(message)
             }
             return result
         }
@@ -426,8 +439,20 @@ public final class DurableQueue: @unchecked Sendable {
             state.batch.insert(PendingWrite(bytes: floorRecord, promise: nil, sequence: nil), at: 0)
             return state.currentSegment
         }
-        for write in batch {
-            if let failure { write.promise?.fail(AppendError.io(failure)) } else { write.promise?.succeed() }
+        // One hop to the event loop for the whole batch, not one per record (completing a
+        // promise from another thread enqueues a task on its loop each time).
+        let promises = batch.compactMap(\.promise)
+        let failed = failure
+        if let loop = promises.first?.futureResult.eventLoop, promises.allSatisfy({ $0.futureResult.eventLoop === loop }) {
+            loop.execute {
+                for promise in promises {
+                    if let failed { promise.fail(AppendError.io(failed)) } else { promise.succeed() }
+                }
+            }
+        } else {
+            for promise in promises {
+                if let failure { promise.fail(AppendError.io(failure)) } else { promise.succeed() }
+            }
         }
         if let rotateTo { try? openSegment(rotateTo) }
         deleteAcknowledgedSegments()

@@ -364,6 +364,8 @@ final class RelayPeer {
         switch result {
         case .success(let (_, written)):
             metrics.queued.increment()
+            // QoS 1 may leave before it is on disk (see DurableQueue.pending).
+            if message.qos == 1 { schedulePump() }
             let loopBound = NIOLoopBound(self, eventLoop: service.eventLoop)
             let intakeBound = NIOLoopBound(intake, eventLoop: service.eventLoop)
             written.whenComplete { result in
