@@ -57,6 +57,7 @@ struct RelayUnitTests {
         reopened.forget(epoch: 42, below: 9)
         #expect((1...9).allSatisfy { reopened.contains(epoch: 42, sequence: $0) })
         #expect(!reopened.contains(epoch: 42, sequence: 10))
+        reopened.flush()  // records are gathered until the relay flushes (before it acknowledges)
         #expect(try DeliveryLedger(path: path).contains(epoch: 42, sequence: 8))
     }
 

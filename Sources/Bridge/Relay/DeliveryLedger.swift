@@ -9,6 +9,10 @@ import Foundation
 /// sequences above it. Records are appended to a file with `write(2)`: the kernel keeps them
 /// when the process is killed; a power loss can lose the last ones, which at worst turns into
 /// a QoS 1 duplicate. The file is rewritten compactly when it grows.
+///
+/// Delivery and high-water records are gathered and written by `flush()`, which the relay
+/// calls before it sends acknowledgements (one write per batch, not one or two per message);
+/// QoS 2 intent records are written at once, before the PUBLISH they announce.
 final class DeliveryLedger {
     private struct Window {
         var highWater: UInt64 = 0
@@ -41,6 +45,8 @@ final class DeliveryLedger {
     private(set) var intents: [Key: Intent] = [:]
     private var fd: Int32 = -1
     private var appended = 0
+    /// Records not yet handed to the kernel.
+    private var unwritten: [UInt8] = []
     private static let compactAfter = 1 << 20
 
     init(path: String) throws {
@@ -73,7 +79,17 @@ final class DeliveryLedger {
         try rewrite()
     }
 
-    deinit { if fd >= 0 { close(fd) } }
+    deinit {
+        flush()
+        if fd >= 0 { close(fd) }
+    }
+
+    /// Hands the gathered records to the kernel.
+    func flush() {
+        guard !unwritten.isEmpty, fd >= 0 else { return }
+        _ = unwritten.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        unwritten.removeAll(keepingCapacity: true)
+    }
 
     private static func integer(_ data: Data, _ offset: Int) -> UInt64 {
         var value: UInt64 = 0
@@ -96,11 +112,13 @@ final class DeliveryLedger {
     func recordIntent(epoch: UInt64, sequence: UInt64, packetID: UInt16) {
         intents[Key(epoch: epoch, sequence: sequence)] = Intent(packetID: packetID, released: false)
         append(type: RecordType.intent.rawValue, epoch: epoch, value: sequence, packetID: packetID)
+        flush()  // before the PUBLISH: a restart must resume this exchange, not start another
     }
 
     func recordReleased(epoch: UInt64, sequence: UInt64) {
         intents[Key(epoch: epoch, sequence: sequence)]?.released = true
         append(type: RecordType.released.rawValue, epoch: epoch, value: sequence)
+        flush()
     }
 
     /// The sender will never send anything below `floor` again.
@@ -127,11 +145,11 @@ final class DeliveryLedger {
     }
 
     private func append(type: UInt8, epoch: UInt64, value: UInt64, packetID: UInt16? = nil) {
-        var bytes = [type]
-        for shift in stride(from: 56, through: 0, by: -8) { bytes.append(UInt8(truncatingIfNeeded: epoch >> UInt64(shift))) }
-        for shift in stride(from: 56, through: 0, by: -8) { bytes.append(UInt8(truncatingIfNeeded: value >> UInt64(shift))) }
-        if let packetID { bytes += [UInt8(packetID >> 8), UInt8(packetID & 0xFF)] }
-        _ = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        unwritten.append(type)
+        for shift in stride(from: 56, through: 0, by: -8) { unwritten.append(UInt8(truncatingIfNeeded: epoch >> UInt64(shift))) }
+        for shift in stride(from: 56, through: 0, by: -8) { unwritten.append(UInt8(truncatingIfNeeded: value >> UInt64(shift))) }
+        if let packetID { unwritten += [UInt8(packetID >> 8), UInt8(packetID & 0xFF)] }
+        if unwritten.count >= 64 << 10 { flush() }
         appended += 1
         if appended >= Self.compactAfter { try? rewrite() }
     }
@@ -144,6 +162,7 @@ final class DeliveryLedger {
         if fd >= 0 { close(fd) }
         fd = newFD
         appended = 0
+        unwritten.removeAll(keepingCapacity: true)  // the state written below includes them
         let current = windows
         for (epoch, window) in current {
             append(type: RecordType.highWater.rawValue, epoch: epoch, value: window.highWater)
@@ -153,6 +172,7 @@ final class DeliveryLedger {
             append(type: RecordType.intent.rawValue, epoch: key.epoch, value: key.sequence, packetID: intent.packetID)
             if intent.released { append(type: RecordType.released.rawValue, epoch: key.epoch, value: key.sequence) }
         }
+        flush()
         fsync(fd)
         guard rename(temporary, path) == 0 else { throw DurableQueue.AppendError.io("cannot rename \(temporary): \(String(cString: strerror(errno)))") }
     }

@@ -33,6 +33,7 @@ final class RelayBrokerClient {
     private var reservedIDs: Set<UInt16> = []
     private let maximumInflight = 256
     private var needsFlush = false
+    private var output = OutputBatch()
     private var pinger: RepeatedTask?
     private var qos2Limit = 20
     /// One flush for everything written in this event-loop turn (a burst from the link
@@ -90,7 +91,6 @@ final class RelayBrokerClient {
             .connectTimeout(.seconds(5))
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(MQTTFrameDecoder(configuration: .client(maximumPacketSize: 64 << 20))))
                     try channel.pipeline.syncOperations.addHandler(RelayBrokerHandler(client: loopBound.value))
                 }
             }
@@ -213,8 +213,14 @@ final class RelayBrokerClient {
 
     func readComplete() { flushIfNeeded() }
 
+    func framingError(_ error: any Error) {
+        logger.error("relay: the local broker sent bytes that are not MQTT: \(error)", metadata: ["event": "relay_broker_protocol"])
+        context?.close(promise: nil)
+    }
+
     func inactive() {
         context = nil
+        _ = output.take()
         pinger?.cancel()
         pinger = nil
         if connected { logger.warning("relay lost the local broker connection; reconnecting", metadata: ["event": "relay_broker_lost"]) }
@@ -290,15 +296,18 @@ final class RelayBrokerClient {
         return nextPacketID
     }
 
+    /// Packets are gathered and handed to the channel as one buffer at the flush.
     private func write(_ packet: MQTTPacket) {
         guard let context else { return }
-        context.write(NIOAny(packet.encode(version: version, allocator: context.channel.allocator)), promise: nil)
+        output.append(packet.encode(version: version, allocator: context.channel.allocator)) { context.write(NIOAny($0), promise: nil) }
         needsFlush = true
     }
 
     private func flush() {
         needsFlush = false
-        context?.flush()
+        guard let context else { return }
+        if let batch = output.take() { context.write(NIOAny(batch), promise: nil) }
+        context.flush()
     }
 
     func flushIfNeeded() { if needsFlush { flush() } }
@@ -309,15 +318,25 @@ final class RelayBrokerClient {
 extension RelayBrokerClient: Sendable {}
 
 final class RelayBrokerHandler: ChannelInboundHandler {
-    typealias InboundIn = MQTTFrame
+    typealias InboundIn = ByteBuffer
     let client: RelayBrokerClient
+    /// Packets are framed here, not by a ByteToMessageHandler: no pipeline hop per packet.
+    private var framer = InlineFramer(MQTTFrameDecoder(configuration: .client(maximumPacketSize: 64 << 20)))
     init(client: RelayBrokerClient) { self.client = client }
 
     func channelActive(context: ChannelHandlerContext) {
         client.active(context)
         context.fireChannelActive()
     }
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) { client.frame(unwrapInboundIn(data)) }
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        framer.append(unwrapInboundIn(data))
+        do {
+            while let frame = try framer.next() { client.frame(frame) }
+        } catch {
+            client.framingError(error)
+        }
+        framer.compact()
+    }
     func channelReadComplete(context: ChannelHandlerContext) {
         client.readComplete()
         context.fireChannelReadComplete()

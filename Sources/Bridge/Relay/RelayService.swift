@@ -657,6 +657,8 @@ final class RelayPeer {
     }
 
     private func sendAcknowledgements() {
+        // What the acknowledgements report is recorded first.
+        ledger?.flush()
         // Any open stream will do; with none the sender resends and the ledger answers.
         guard let stream = streams.last(where: \.isOpen) else {
             pendingAcknowledgements.removeAll()

@@ -51,9 +51,10 @@ public enum BridgeRuntime {
                 if relayConfiguration.clientID.isEmpty { relayConfiguration.clientID = "mqbridge-relay-\(identity.name)" }
                 let relayConfigurationFinal = relayConfiguration
                 let relayMetrics = RelayMetrics(factory: factory)
+                let relayLogger = linkLogger
                 // Set up before any link exists, so the first link already carries the relay.
                 try await node.eventLoop.submit {
-                    let relay = try RelayService(configuration: relayConfigurationFinal, eventLoop: node.eventLoop, logger: linkLogger,
+                    let relay = try RelayService(configuration: relayConfigurationFinal, eventLoop: node.eventLoop, logger: relayLogger,
                                                  metrics: relayMetrics, aclStore: store)
                     node.relay.value = relay
                     relay.start()
