@@ -133,4 +133,13 @@ struct DurableQueueTests {
         #expect(reopened.pending(after: 0, limit: 10).map(\.sequence) == [second, third])
         reopened.close()
     }
+
+    @Test("Record checksums are CRC-32 (IEEE): the standard check value")
+    func crc() {
+        #expect(CRC32.checksum(ByteBuffer(string: "123456789")) == 0xCBF4_3926)
+        #expect(CRC32.checksum(ByteBuffer()) == 0)
+        var slice = ByteBuffer(string: "xx123456789")
+        slice.moveReaderIndex(forwardBy: 2)
+        #expect(CRC32.checksum(slice) == 0xCBF4_3926)  // only the readable bytes count
+    }
 }

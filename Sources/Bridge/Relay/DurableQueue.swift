@@ -118,7 +118,7 @@ public final class DurableQueue: @unchecked Sendable {
                 let length = Int(buffer.getInteger(at: start, as: UInt32.self)!)
                 let crc = buffer.getInteger(at: start + 4, as: UInt32.self)!
                 guard length >= 1, buffer.readableBytes >= 8 + length, var body = buffer.getSlice(at: start + 8, length: length),
-                      CRC32.checksum(body.readableBytesView) == crc else { break }
+                      CRC32.checksum(body) == crc else { break }
                 buffer.moveReaderIndex(forwardBy: 8 + length)
                 validEnd = buffer.readerIndex
                 let type = body.readInteger(as: UInt8.self)
@@ -399,7 +399,7 @@ public final class DurableQueue: @unchecked Sendable {
         var out = ByteBuffer()
         for write in batch {
             out.writeInteger(UInt32(write.bytes.readableBytes))
-            out.writeInteger(CRC32.checksum(write.bytes.readableBytesView))
+            out.writeInteger(CRC32.checksum(write.bytes))
             out.writeImmutableBuffer(write.bytes)
         }
         var failure: String?
@@ -476,9 +476,14 @@ enum CRC32 {
         return c
     }
 
-    static func checksum<C: Collection>(_ bytes: C) -> UInt32 where C.Element == UInt8 {
-        var crc: UInt32 = 0xFFFF_FFFF
-        for byte in bytes { crc = table[Int((crc ^ UInt32(byte)) & 0xFF)] ^ (crc >> 8) }
-        return crc ^ 0xFFFF_FFFF
+    /// CRC-32 (IEEE) of the readable bytes.
+    static func checksum(_ buffer: ByteBuffer) -> UInt32 {
+        buffer.withUnsafeReadableBytes { bytes in
+            table.withUnsafeBufferPointer { table in
+                var crc: UInt32 = 0xFFFF_FFFF
+                for byte in bytes { crc = table[Int((crc ^ UInt32(byte)) & 0xFF)] ^ (crc >> 8) }
+                return crc ^ 0xFFFF_FFFF
+            }
+        }
     }
 }
