@@ -108,6 +108,7 @@ struct RelayUnitTests {
           protocol: 5
           max_age: 2h
           when_full: drop_oldest
+          commit_interval: 5ms
           rules:
             - {peer: site-b, filter: "sensors/#", direction: out, qos: 1, remote_prefix: site-a/}
             - {peer: site-b, filter: "cmd/+", direction: in, qos: 2, local_prefix: from-b/}
@@ -119,6 +120,9 @@ struct RelayUnitTests {
         #expect(relay.whenFull == .dropOldest)
         #expect(relay.queueDirectory == "/etc/mqbridge/relay-queue")
         #expect(relay.replayRate == 20_000)
+        #expect(relay.commitInterval == .milliseconds(5))
+        #expect(try #require(configuration("  broker: 127.0.0.1:1883\n  commit_interval: 0\n  rules: [{peer: site-b, filter: \"a/#\", direction: out}]").relay).commitInterval == .zero)
+        #expect(try #require(configuration("  broker: 127.0.0.1:1883\n  rules: [{peer: site-b, filter: \"a/#\", direction: out}]").relay).commitInterval == .milliseconds(2))
         #expect(relay.rules == [
             RelayRule(peer: "site-b", filter: "sensors/#", direction: .out, qos: 1, localPrefix: "", remotePrefix: "site-a/"),
             RelayRule(peer: "site-b", filter: "cmd/+", direction: .in, qos: 2, localPrefix: "from-b/", remotePrefix: ""),
@@ -127,6 +131,7 @@ struct RelayUnitTests {
             _ = try configuration("""
               broker: 127.0.0.1:1883
               when_full: explode
+              commit_interval: 2s
               rules:
                 - {peer: site-c, filter: "a/#", direction: sideways}
                 - {peer: site-b, filter: "a/#/b", direction: out, local_prefix: "x/+/"}
@@ -135,6 +140,7 @@ struct RelayUnitTests {
         } catch {
             let text = "\(error)"
             #expect(text.contains("/etc/mqbridge/site.yaml:8: relay.when_full: \"explode\" is not a policy — write `when_full: block`"))
+            #expect(text.contains("/etc/mqbridge/site.yaml:9: relay.commit_interval: \"2s\" is not a duration from 0 to 1s — write e.g. `commit_interval: 2ms`"))
             #expect(text.contains("relay.rules[0].peer: \"site-c\" is not a configured peer"))
             #expect(text.contains("relay.rules[0].direction: \"sideways\" is not in, out or both"))
             #expect(text.contains("relay.rules[1].local_prefix: a prefix cannot contain wildcards"))

@@ -30,7 +30,7 @@ import Yams
 /// - `relay` (mapping, optional): topic relay with peers — `broker` (host:port, required),
 ///   `protocol` (`3.1.1` default, or `5`), `client_id`, `username`, `queue_dir` (default
 ///   `relay-queue`), `max_queue_bytes`, `max_age`, `replay_rate`, `when_full` (`block` or
-///   `drop_oldest`), `rules` (list of `peer`, `filter`, `direction` in/out/both, `qos`,
+///   `drop_oldest`), `commit_interval` (group-commit window of the queue, default 2ms), `rules` (list of `peer`, `filter`, `direction` in/out/both, `qos`,
 ///   `local_prefix`, `remote_prefix`).
 public struct BridgeConfiguration: Sendable {
     /// The file it was read from, if any.
@@ -254,7 +254,7 @@ public struct BridgeConfiguration: Sendable {
         return configuration
     }
 
-    static let relayKeys = ["broker", "protocol", "client_id", "username", "queue_dir", "max_queue_bytes", "max_age", "replay_rate", "when_full", "rules"]
+    static let relayKeys = ["broker", "protocol", "client_id", "username", "queue_dir", "max_queue_bytes", "max_age", "replay_rate", "when_full", "commit_interval", "rules"]
     static let relayRuleKeys = ["peer", "filter", "direction", "qos", "local_prefix", "remote_prefix"]
 
     private static func relay(_ node: Node, link: LinkConfiguration?, directory: URL, reader: inout ConfigReader) -> RelayConfiguration? {
@@ -281,6 +281,16 @@ public struct BridgeConfiguration: Sendable {
         if let (_, n) = map["max_queue_bytes"], let v = reader.integer(n, "relay.max_queue_bytes", range: 65536...(1 << 40)) { configuration.maximumQueueBytes = v }
         if let (_, n) = map["max_age"], let d = reader.duration(n, "relay.max_age") { configuration.maximumAge = d }
         if let (_, n) = map["replay_rate"], let v = reader.integer(n, "relay.replay_rate", range: 1...10_000_000) { configuration.replayRate = v }
+        if let (_, n) = map["commit_interval"], let text = reader.string(n, "relay.commit_interval") {
+            if text == "0" {
+                configuration.commitInterval = .zero
+            } else if let d = parseDuration(text), d <= .seconds(1) {
+                configuration.commitInterval = d
+            } else {
+                reader.fail(n, "relay.commit_interval", "\"\(text)\" is not a duration from 0 to 1s",
+                            fix: "write e.g. `commit_interval: 2ms` (0: fsync as soon as a message is queued)")
+            }
+        }
         if let (_, n) = map["when_full"], let text = reader.string(n, "relay.when_full") {
             if let policy = RelayConfiguration.WhenFull(rawValue: text) { configuration.whenFull = policy } else {
                 reader.fail(n, "relay.when_full", "\"\(text)\" is not a policy", fix: "write `when_full: block` (hold messages at the broker) or `when_full: drop_oldest`")

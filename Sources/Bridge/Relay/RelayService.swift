@@ -100,7 +100,8 @@ final class RelayService {
             let rules = configuration.rules.filter { $0.peer == name }
             let safe = String(name.map { $0.isLetter || $0.isNumber || $0 == "-" || $0 == "." ? $0 : "_" })
             let queue = try rules.contains(where: \.sends)
-                ? DurableQueue(configuration: .init(directory: base.appendingPathComponent("to-\(safe)").path, maximumBytes: configuration.maximumQueueBytes)) {
+                ? DurableQueue(configuration: .init(directory: base.appendingPathComponent("to-\(safe)").path, maximumBytes: configuration.maximumQueueBytes,
+                                                  maximumBatchDelay: configuration.commitInterval)) {
                     [logger] milliseconds, records in
                     logger.warning("relay queue fsync took \(Int(milliseconds)) ms (\(records) records waiting on it): the disk is slow, the relay waits for it",
                                    metadata: ["event": "relay_slow_sync", "peer": "\(name)"])
