@@ -417,6 +417,8 @@ final class ClientSideHandler: ChannelDuplexHandler {
 
     func channelReadComplete(context: ChannelHandlerContext) {
         connection.clientReadComplete()
+        // The client's acknowledgement comes from the broker, a hop later: see the method.
+        context.channel.acknowledgeSegmentsPromptly()
         context.fireChannelReadComplete()
     }
 
@@ -478,6 +480,8 @@ final class BrokerSideHandler: ChannelDuplexHandler {
 
     func channelReadComplete(context: ChannelHandlerContext) {
         connection.brokerReadComplete()
+        // A QoS 0 subscriber sends the broker nothing back: see the method.
+        context.channel.acknowledgeSegmentsPromptly()
         context.fireChannelReadComplete()
     }
 
