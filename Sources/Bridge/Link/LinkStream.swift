@@ -199,9 +199,6 @@ final class TCPStreamEndpoint: ChannelDuplexHandler, LinkStreamEndpoint {
 
     func channelReadComplete(context: ChannelHandlerContext) {
         stream?.link.flushIfNeeded()
-        // The answer comes from the other site, much later than the kernel's delayed ACK
-        // would wait for data to carry it: see the method.
-        context.channel.acknowledgeSegmentsPromptly()
         context.fireChannelReadComplete()
     }
 

@@ -58,6 +58,7 @@ final class ProxyConnection {
     /// one pipeline write (and, over a link, one DATA frame) per burst instead of one per packet.
     private var toClient = OutputBatch()
     private var toBroker = OutputBatch()
+    private var burstGetsAnswer = false
     private var closing = false
     private var connectTimer: Scheduled<Void>?
     private var drainTimer: Scheduled<Void>?
@@ -88,6 +89,8 @@ final class ProxyConnection {
 
     func clientFrame(_ frame: MQTTFrame) {
         environment.metrics.packet(.clientToBroker, frame.type, size: frame.size)
+        // Anything but a QoS 0 PUBLISH gets an answer that will carry the TCP ACK.
+        if frame.type != .publish || frame.flags & 0x06 != 0 { burstGetsAnswer = true }
         let action = session.clientFrame(frame)
         if session.state != .awaitingConnect { connectTimer?.cancel(); connectTimer = nil }
         switch action {
@@ -137,6 +140,14 @@ final class ProxyConnection {
 
     func clientReadComplete() {
         flushPending()
+    }
+
+    /// Whether the client's last read burst was only QoS 0 PUBLISHes, which nothing answers:
+    /// then its kernel would delay our ACK and a client with Nagle on (libmosquitto) would
+    /// hold its next PUBLISH until it came (see `acknowledgeSegmentsPromptly`). Resets.
+    func clientBurstGetsNoAnswer() -> Bool {
+        defer { burstGetsAnswer = false }
+        return !burstGetsAnswer
     }
 
     func clientError(_ error: any Error) {
@@ -417,8 +428,8 @@ final class ClientSideHandler: ChannelDuplexHandler {
 
     func channelReadComplete(context: ChannelHandlerContext) {
         connection.clientReadComplete()
-        // The client's acknowledgement comes from the broker, a hop later: see the method.
-        context.channel.acknowledgeSegmentsPromptly()
+        // Only then: extra ACKs for packets that get an answer anyway cost throughput.
+        if connection.clientBurstGetsNoAnswer() { context.channel.acknowledgeSegmentsPromptly() }
         context.fireChannelReadComplete()
     }
 
