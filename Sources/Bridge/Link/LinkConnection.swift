@@ -118,13 +118,7 @@ final class LinkConnection {
     func receive(_ bytes: ByteBuffer, framer: inout InlineFramer<LinkFrameDecoder>) {
         lastReceived = .now()
         node.metrics.bytesFromPeer.increment(by: Int64(bytes.readableBytes))
-        framer.append(bytes)
-        do {
-            while !isClosed, let frame = try framer.next() { self.frame(frame) }
-        } catch {
-            self.error(error)
-        }
-        framer.compact()
+        framer.feed(bytes, while: { !isClosed }, onFrame: frame, onError: error)
     }
 
     func frame(_ frame: LinkFrame) {

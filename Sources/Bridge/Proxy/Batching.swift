@@ -46,6 +46,20 @@ struct InlineFramer<Decoder: IncrementalFrameDecoder> {
         }
     }
 
+    /// One read: frames `bytes` (with what an earlier read left) and hands each frame to
+    /// `onFrame` while `proceed()` holds; a framing error goes to `onError` and ends framing.
+    /// Keeps only the bytes of an incomplete frame afterwards.
+    @inline(__always)  // on the per-read path: lets the closures inline, as a hand-written loop
+    mutating func feed(_ bytes: ByteBuffer, while proceed: () -> Bool, onFrame: (Decoder.Frame) -> Void, onError: (any Error) -> Void) {
+        append(bytes)
+        do {
+            while proceed(), let frame = try next() { onFrame(frame) }
+        } catch {
+            onError(error)
+        }
+        compact()
+    }
+
     /// End of a burst: keep only the bytes of an incomplete packet, not the whole read buffer.
     mutating func compact() {
         buffer = buffer.readableBytes == 0 ? ByteBuffer() : buffer.slice()

@@ -121,21 +121,10 @@ final class ProxyConnection {
     /// Frames what a side's channel read and hands the packets over, stopping once the
     /// connection is closing.
     func receive(_ bytes: ByteBuffer, framer: inout InlineFramer<MQTTFrameDecoder>, from side: Side) {
-        framer.append(bytes)
-        do {
-            while !closing, let frame = try framer.next() {
-                switch side {
-                case .client: clientFrame(frame)
-                case .broker: brokerFrame(frame)
-                }
-            }
-        } catch {
-            switch side {
-            case .client: clientError(error)
-            case .broker: brokerError(error)
-            }
+        switch side {
+        case .client: framer.feed(bytes, while: { !closing }, onFrame: clientFrame, onError: clientError)
+        case .broker: framer.feed(bytes, while: { !closing }, onFrame: brokerFrame, onError: brokerError)
         }
-        framer.compact()
     }
 
     func clientReadComplete() {

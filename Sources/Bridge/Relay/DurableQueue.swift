@@ -443,16 +443,15 @@ public final class DurableQueue: @unchecked Sendable {
         // promise from another thread enqueues a task on its loop each time).
         let promises = batch.compactMap(\.promise)
         let failed = failure
-        if let loop = promises.first?.futureResult.eventLoop, promises.allSatisfy({ $0.futureResult.eventLoop === loop }) {
-            loop.execute {
-                for promise in promises {
-                    if let failed { promise.fail(AppendError.io(failed)) } else { promise.succeed() }
-                }
-            }
-        } else {
+        @Sendable func complete() {
             for promise in promises {
-                if let failure { promise.fail(AppendError.io(failure)) } else { promise.succeed() }
+                if let failed { promise.fail(AppendError.io(failed)) } else { promise.succeed() }
             }
+        }
+        if let loop = promises.first?.futureResult.eventLoop, promises.allSatisfy({ $0.futureResult.eventLoop === loop }) {
+            loop.execute(complete)
+        } else {
+            complete()
         }
         if let rotateTo { try? openSegment(rotateTo) }
         deleteAcknowledgedSegments()

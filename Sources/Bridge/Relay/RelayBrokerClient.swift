@@ -329,13 +329,7 @@ final class RelayBrokerHandler: ChannelInboundHandler {
         context.fireChannelActive()
     }
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        framer.append(unwrapInboundIn(data))
-        do {
-            while let frame = try framer.next() { client.frame(frame) }
-        } catch {
-            client.framingError(error)
-        }
-        framer.compact()
+        framer.feed(unwrapInboundIn(data), while: { true }, onFrame: client.frame, onError: client.framingError)
     }
     func channelReadComplete(context: ChannelHandlerContext) {
         client.readComplete()
