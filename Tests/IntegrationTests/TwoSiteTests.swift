@@ -121,6 +121,8 @@ struct TwoSiteTests {
         defer { lab.stop() }
         try lab.start()
         #expect(lab.a.lines(event: "link_up").first?["tls"] == "TLSv1.3")
+        // A is up when B's HELLO arrives; B logs its side when A's HELLO arrives, a moment later.
+        _ = TestEnvironment.waitUntil(timeout: 5) { !lab.b.lines(event: "link_up").isEmpty }
         #expect(lab.b.lines(event: "link_up").first?["peer"] == "site-a")
         let port = "\(lab.remotePort("broker"))"
         let sub = try ChildProcess(["mosquitto_sub", "-h", "127.0.0.1", "-p", "\(lab.broker.port)", "-t", "#", "-v", "-W", "6"],
