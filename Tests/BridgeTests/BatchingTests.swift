@@ -57,4 +57,18 @@ struct BatchingTests {
         #expect(batch.take().map { Array($0.readableBytesView) } == [4])
         #expect(batch.take() == nil)
     }
+
+    @Test("A burst of only a large packet still ends in a flush; an empty burst does not")
+    func largeOnlyBurstNeedsFlush() {
+        var batch = OutputBatch()
+        var written: [[UInt8]] = []
+        let large = [UInt8](repeating: 7, count: OutputBatch.directWriteSize + 1)
+        batch.append(ByteBuffer(bytes: large)) { written.append(Array($0.readableBytesView)) }
+        #expect(batch.endBurst { written.append(Array($0.readableBytesView)) } == true)
+        #expect(written == [large])
+        #expect(batch.endBurst { written.append(Array($0.readableBytesView)) } == false)
+        batch.append(ByteBuffer(bytes: [5])) { written.append(Array($0.readableBytesView)) }
+        #expect(batch.endBurst { written.append(Array($0.readableBytesView)) } == true)
+        #expect(written == [large, [5]])
+    }
 }

@@ -40,12 +40,16 @@ struct TwoSites {
         b = try SiteIdentity.create(in: directory.appendingPathComponent("b").path, name: "site-b")
     }
 
-    func port(_ name: String, timeout: Double = 30) async throws -> Int {
+    func port(_ name: String, timeout: Double = 60) async throws -> Int {
+        // The sites run as tasks on Swift's cooperative pool, which process-based tests running
+        // beside these may keep busy for a while: look once more after the deadline (this task
+        // may itself have resumed only after it), and allow a generous one.
         let deadline = Date().addingTimeInterval(timeout)
-        while Date() < deadline {
+        repeat {
             if let port = bound.withLockedValue({ $0[name] }) { return port }
             try await Task.sleep(for: .milliseconds(10))
-        }
+        } while Date() < deadline
+        if let port = bound.withLockedValue({ $0[name] }) { return port }
         throw TestFailure("\(name) did not bind")
     }
 

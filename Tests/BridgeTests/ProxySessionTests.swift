@@ -117,6 +117,44 @@ struct ProxySessionTests {
         #expect(s.clientFrame(own) == .forward)
     }
 
+    @Test("An empty client id without Clean Session (3.1.1), or in 3.1: CONNACK 0x02 as the broker would send, nothing to the broker")
+    func emptyClientIDRejected() throws {
+        for (version, clean) in [(ProtocolVersion.v3_1_1, false), (.v3_1, true)] {
+            var s = try session("pattern readwrite #")
+            let connect = Connect(protocolVersion: version, cleanStart: clean, keepAlive: 30, clientIdentifier: "")
+            #expect(wire(s.clientFrame(frame(.connect(connect), version))) == ["denied connect ", "client: 20 02 00 02", "close"])
+        }
+    }
+
+    @Test("5.0: the proxy's packet limit goes to the broker in CONNECT and to the client in CONNACK, unless theirs is smaller")
+    func maximumPacketSizeAdvertised() throws {
+        let configuration = ProxySession.Configuration(maximumPacketSize: 1 << 20)
+        func upstreamLimit(_ clientLimit: UInt32?) throws -> UInt32? {
+            var s = try session(configuration: configuration)
+            let connect = Connect(protocolVersion: .v5, cleanStart: true, keepAlive: 30,
+                                  properties: clientLimit.map { [.maximumPacketSize($0)] } ?? [], clientIdentifier: "c1", username: "alice")
+            guard case .effects(let effects) = s.clientFrame(frame(.connect(connect), .v5)), case .openUpstream(let bytes) = effects[0],
+                  case .connect(let sent) = try MQTTPacket.decode(bytes: bytes, version: .v5) else { Issue.record("not opened"); return nil }
+            return sent.properties.maximumPacketSize
+        }
+        #expect(try upstreamLimit(nil) == 1 << 20)
+        #expect(try upstreamLimit(1 << 30) == 1 << 20)
+        #expect(try upstreamLimit(1000) == 1000)
+        func clientLimit(_ brokerLimit: UInt32?) throws -> ProxySession.Action {
+            var s = try session(configuration: configuration)
+            _ = s.clientFrame(frame(.connect(Connect(protocolVersion: .v5, cleanStart: true, keepAlive: 30, clientIdentifier: "c1", username: "alice")), .v5))
+            return s.brokerFrame(frame(.connAck(ConnAck(sessionPresent: false, returnCode: 0, properties: brokerLimit.map { [.maximumPacketSize($0)] } ?? [])), .v5))
+        }
+        // 20 len 00 00 props(5): 27 00 10 00 00 = Maximum Packet Size 1048576.
+        #expect(wire(try clientLimit(nil)) == ["client: 20 08 00 00 05 27 00 10 00 00"])
+        #expect(wire(try clientLimit(1 << 30)) == ["client: 20 08 00 00 05 27 00 10 00 00"])
+        #expect(try clientLimit(2000) == .forward)
+        // 3.1.1 has no such property: CONNECT and CONNACK pass unchanged.
+        var old = try session(configuration: configuration)
+        let bytes = MQTTPacket.connect(Connect(protocolVersion: .v3_1_1, cleanStart: true, keepAlive: 30, clientIdentifier: "c1", username: "alice")).encode(version: .v3_1_1)
+        #expect(old.clientFrame(try MQTTFrame(validating: bytes)) == .effects([.openUpstream(connect: bytes)]))
+    }
+
     @Test("A second CONNECT: 5.0 DISCONNECT 0x82; 3.1.1 close")
     func secondConnect() throws {
         var s = try connected(.v5)

@@ -302,6 +302,40 @@ struct RelayTests {
         #expect(String(decoding: late.stdout, as: UTF8.self) == "from-a/sensors/t1|21.5|1\n")
     }
 
+    @Test("Messages larger than the relay stream's flow-control window (600 KiB, 3 MiB) cross intact, in order with small ones")
+    func largeMessages() throws {
+        let lab = try RelayLab()
+        defer { lab.stop() }
+        try lab.start(aclA: "", aclB: "peer site-a\ntopic write big/#\n",
+                      relayA: """
+                        rules:
+                          - {peer: site-b, filter: "big/#", direction: out, qos: 1}
+                      """,
+                      relayB: """
+                        rules:
+                          - {peer: site-a, filter: "big/#", direction: in, qos: 1}
+                      """)
+        let atB = try lab.subscribe(lab.brokerB, "big/#", name: "at-b", format: "%t %l %x")
+        defer { atB.stop() }
+        var expected: [String] = []
+        for (n, size) in [600 << 10, 100, 3 << 20, 200].enumerated() {
+            let file = lab.path("payload-\(n)")
+            let byte = UInt8(0x41 + n)
+            try Data(repeating: byte, count: size).write(to: URL(fileURLWithPath: file))
+            let r = try TestEnvironment.run(["mosquitto_pub", "-h", "127.0.0.1", "-p", "\(lab.brokerA.port)", "-t", "big/\(n)", "-f", file, "-q", "1"])
+            #expect(r.status == 0, "\(r.stderr)")
+            // mosquitto_sub's %x is the payload in hex: check the first and last bytes.
+            expected.append("big/\(n) \(size) \(String(byte, radix: 16))…\(String(byte, radix: 16))")
+        }
+        #expect(TestEnvironment.waitUntil(timeout: 20) { lines(atB).count >= 4 })
+        let got = lines(atB).map { line -> String in
+            let parts = line.split(separator: " ")
+            guard parts.count == 3 else { return String(line.prefix(80)) }
+            return "\(parts[0]) \(parts[1]) \(parts[2].prefix(2))…\(parts[2].suffix(2))"
+        }
+        #expect(got == expected)
+    }
+
     /// A lab with the link cut (the cutter refuses connections) while the test publishes at A.
     func labDuringOutage(relayA: String) throws -> RelayLab {
         let lab = try RelayLab()

@@ -14,6 +14,8 @@ struct TwoSiteLab {
     var b: BridgeProcess!
     var a: BridgeProcess!
     var linkPort = 0
+    /// Site B's ACL (for the peer's clients), written when B starts.
+    var aclText = TwoSiteLab.aclB
 
     static let aclB = """
     user alice
@@ -40,7 +42,7 @@ struct TwoSiteLab {
 
     /// Starts B (listening on a free port), then A dialing it.
     mutating func start(linkPort fixed: Int? = nil) throws {
-        try Self.aclB.write(toFile: path("b/acl.conf"), atomically: true, encoding: .utf8)
+        try aclText.write(toFile: path("b/acl.conf"), atomically: true, encoding: .utf8)
         let configB = """
         identity: identity
         acl: acl.conf

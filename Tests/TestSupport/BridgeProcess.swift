@@ -18,11 +18,14 @@ public final class BridgeProcess: @unchecked Sendable {
         process = try ChildProcess([TestEnvironment.mqbridgeBinary] + arguments, log: directory.appendingPathComponent("mqbridge.log"))
         let deadline = Date().addingTimeInterval(timeout)
         while Date() < deadline {
-            for line in logLines {
+            // One read of the log per round: a line that lands between two reads would count
+            // as ready without its port having been taken.
+            let lines = logLines
+            for line in lines {
                 if line["event"] == "listening", port == 0, let address = line["address"], let p = Int(address.split(separator: ":").last ?? "") { port = p }
                 if line["event"] == "metrics_listening", let address = line["address"], let p = Int(address.split(separator: ":").last ?? "") { metricsPort = p }
             }
-            let events = Set(logLines.compactMap { $0["event"] })
+            let events = Set(lines.compactMap { $0["event"] })
             if readyEvents.allSatisfy(events.contains) && (!expectMetrics || metricsPort != nil) { return }
             if process.hasExited { throw TestError("mqbridge exited early: \(process.log)") }
             usleep(20_000)

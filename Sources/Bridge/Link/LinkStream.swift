@@ -292,6 +292,9 @@ final class MQTTStreamEndpoint: LinkStreamEndpoint, ProxyClientSide {
     private var framer: InlineFramer<MQTTFrameDecoder>
     private var processing = false
     private var closed = false
+    /// Bytes at the front of the framer's buffer that were credited to the peer already:
+    /// the start of a packet larger than what has arrived (see `process`).
+    private var creditedAhead = 0
 
     init(stream: LinkStream, environment: ProxyEnvironment, origin: String) {
         self.stream = stream
@@ -327,8 +330,19 @@ final class MQTTStreamEndpoint: LinkStreamEndpoint, ProxyClientSide {
             guard allowed else { break }
             let before = framer.bufferedBytes
             do {
-                guard let frame = try framer.next() else { break }
-                stream?.consumed(before - framer.bufferedBytes)
+                guard let frame = try framer.next() else {
+                    // An incomplete packet: credit what has arrived of it, or a packet larger
+                    // than the stream window could never complete (the peer would wait for
+                    // credit, we for the rest of the packet). The framer's maximum packet
+                    // size bounds what is held this way.
+                    stream?.consumed(before - creditedAhead)
+                    creditedAhead = before
+                    break
+                }
+                let used = before - framer.bufferedBytes
+                let alreadyCredited = min(used, creditedAhead)
+                creditedAhead -= alreadyCredited
+                stream?.consumed(used - alreadyCredited)
                 connection.clientFrame(frame)
             } catch {
                 connection.clientError(error)

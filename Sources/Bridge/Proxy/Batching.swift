@@ -72,13 +72,20 @@ struct OutputBatch {
     /// Packets this large are written as they are: copying them would cost more than a write.
     static let directWriteSize = 4096
     private var pending: ByteBuffer?
+    /// Something went to `write` past the batch since the burst began: the burst must end
+    /// with a flush even when nothing is left in the batch.
+    private var wrotePastBatch = false
 
     /// Adds `bytes`, or, for a large packet, passes what was batched and then the packet to
     /// `write` so that the order is kept.
     mutating func append(_ bytes: ByteBuffer, orWrite write: (ByteBuffer) -> Void) {
         if bytes.readableBytes >= Self.directWriteSize {
-            if let batched = take() { write(batched) }
+            if let batched = pending {
+                pending = nil
+                write(batched)
+            }
             write(bytes)
+            wrotePastBatch = true
         } else if pending == nil {
             pending = bytes  // a single packet per burst is not copied
         } else {
@@ -86,9 +93,19 @@ struct OutputBatch {
         }
     }
 
-    /// What was batched, if anything; the batch is empty afterwards.
+    /// What was batched, if anything; the batch is empty afterwards. (For a caller that
+    /// tracks its own need to flush.)
     mutating func take() -> ByteBuffer? {
-        defer { pending = nil }
+        defer { pending = nil; wrotePastBatch = false }
         return pending
+    }
+
+    /// End of a burst: writes what was batched and tells whether the burst wrote anything,
+    /// i.e. whether the caller must flush. A burst of only large packets has an empty batch
+    /// but still needs its flush.
+    mutating func endBurst(write: (ByteBuffer) -> Void) -> Bool {
+        let wrote = wrotePastBatch || pending != nil
+        if let batched = take() { write(batched) }
+        return wrote
     }
 }

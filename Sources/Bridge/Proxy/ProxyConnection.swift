@@ -67,7 +67,9 @@ final class ProxyConnection {
     init(environment: ProxyEnvironment, eventLoop: any EventLoop) {
         self.environment = environment
         self.eventLoop = eventLoop
-        self.session = ProxySession(configuration: .init(allowAnonymous: environment.configuration.allowAnonymous), aclStore: environment.aclStore)
+        self.session = ProxySession(configuration: .init(allowAnonymous: environment.configuration.allowAnonymous,
+                                                          maximumPacketSize: environment.configuration.maximumPacketSize),
+                                     aclStore: environment.aclStore)
         self.logger = environment.logger
     }
 
@@ -107,11 +109,10 @@ final class ProxyConnection {
     /// End of a read burst on either side: flush whatever it produced, in both directions
     /// (a client packet can produce a reply to the client, e.g. a PUBACK for a denied PUBLISH).
     private func flushPending() {
-        if let broker, let bytes = toBroker.take() {
-            broker.writeAndFlush(NIOAny(bytes), promise: nil)
+        if let broker, toBroker.endBurst(write: { broker.write(NIOAny($0), promise: nil) }) {
+            broker.flush()
         }
-        if let client, let bytes = toClient.take() {
-            client.write(bytes)
+        if let client, toClient.endBurst(write: { client.write($0) }) {
             client.flush()
         }
     }

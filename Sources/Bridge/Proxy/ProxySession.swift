@@ -33,6 +33,11 @@ struct ProxySession {
         /// Give clients with an empty client id one of ours ("auto-…", as mosquitto does), so
         /// `%c` patterns see the id the broker will use.
         var assignClientIdentifiers = true
+        /// The largest packet the proxy frames, either way. 5.0 peers are told (Maximum Packet
+        /// Size in the CONNECT to the broker and in the CONNACK to the client), so they do not
+        /// send what the proxy would have to refuse: the broker then drops an oversized
+        /// delivery for this client instead of the proxy closing the connection over it.
+        var maximumPacketSize: Int? = nil
     }
 
     enum Effect: Equatable {
@@ -159,7 +164,7 @@ struct ProxySession {
         version = connect.protocolVersion
         brokerAliases.maximum = connect.properties.topicAliasMaximum ?? 0
 
-        var forwarded = frame.bytes
+        var rewritten = connect
         var clientID = connect.clientIdentifier
         if clientID.isEmpty && configuration.assignClientIdentifiers {
             // 3.1 requires an id, and 3.1.1 refuses an empty one without Clean Session: leave
@@ -169,11 +174,16 @@ struct ProxySession {
             if assignable {
                 clientID = "auto-" + UUID().uuidString
                 assignedClientIdentifier = clientID
-                var rewritten = connect
                 rewritten.clientIdentifier = clientID
-                forwarded = MQTTPacket.connect(rewritten).encode(version: connect.protocolVersion)
             }
         }
+        if connect.protocolVersion == .v5, let limit = configuration.maximumPacketSize.map({ UInt32(clamping: $0) }),
+           (connect.properties.maximumPacketSize ?? .max) > limit {
+            // The broker must not send this client more than the proxy can frame (MQTT-3.1.2-24).
+            rewritten.properties.removeAll(.maximumPacketSize)
+            rewritten.properties.append(.maximumPacketSize(limit))
+        }
+        let forwarded = rewritten == connect ? frame.bytes : MQTTPacket.connect(rewritten).encode(version: connect.protocolVersion)
         let identity = Identity.client(username: connect.username, clientID: clientID.isEmpty ? nil : clientID)
         self.identity = identity
         let policy = currentPolicy()
@@ -184,6 +194,16 @@ struct ProxySession {
                 ? ConnAck(sessionPresent: false, returnCode: ReasonCode.notAuthorized.rawValue, properties: [])
                 : ConnAck(sessionPresent: false, returnCode: ConnectReturnCode.notAuthorized.rawValue)
             return .effects([.denied(event), .toClient(MQTTPacket.connAck(ack).encode(version: connect.protocolVersion)), .closeBoth])
+        }
+        if clientID.isEmpty && connect.protocolVersion != .v5 {
+            // 3.1 needs an id, 3.1.1 needs one without Clean Session: the broker would answer
+            // 0x02 (MQTT-3.1.3-8), so the proxy does, before any ACL question (an ACL cannot
+            // place a client whose id %c would stand for).
+            state = .closed
+            let ack = ConnAck(sessionPresent: false, returnCode: ConnectReturnCode.identifierRejected.rawValue)
+            return .effects([.denied(DenialEvent(kind: .connect, direction: "client_to_broker", identity: identity, topic: "", rule: nil,
+                                                 reason: "an empty client id needs Clean Session (MQTT-3.1.3-8)")),
+                             .toClient(MQTTPacket.connAck(ack).encode(version: connect.protocolVersion)), .closeBoth])
         }
         if connect.username == nil && !configuration.allowAnonymous {
             return refuse(DenialEvent(kind: .connect, direction: "client_to_broker", identity: identity, topic: "",
@@ -370,16 +390,23 @@ struct ProxySession {
             }
             state = ack.isAccepted ? .connected : .closed
             clientAliases.maximum = ack.properties?.topicAliasMaximum ?? 0
-            if version == .v5, ack.isAccepted, let assigned = assignedClientIdentifier,
-               !(ack.properties ?? []).contains(where: { if case .assignedClientIdentifier = $0 { true } else { false } }) {
+            guard version == .v5, ack.isAccepted else { return .forward }
+            var properties = ack.properties ?? []
+            if let assigned = assignedClientIdentifier,
+               !properties.contains(where: { if case .assignedClientIdentifier = $0 { true } else { false } }) {
                 // The client sent an empty id and expects to learn the one in use.
-                var withID = ack
-                var properties = ack.properties ?? []
                 properties.append(.assignedClientIdentifier(assigned))
-                withID.properties = properties
-                return .effects([.toClient(MQTTPacket.connAck(withID).encode(version: version))])
             }
-            return .forward
+            if let limit = configuration.maximumPacketSize.map({ UInt32(clamping: $0) }), (properties.maximumPacketSize ?? .max) > limit {
+                // A 5.0 client must not send more than the server's Maximum Packet Size
+                // (MQTT-3.2.2-15): tell it the proxy's limit when the broker's is larger.
+                properties.removeAll(.maximumPacketSize)
+                properties.append(.maximumPacketSize(limit))
+            }
+            if properties == (ack.properties ?? []) { return .forward }
+            var rewritten = ack
+            rewritten.properties = properties
+            return .effects([.toClient(MQTTPacket.connAck(rewritten).encode(version: version))])
         case .publish(let publish):
             return brokerPublish(publish, version: version)
         case .pubAck(let ack):

@@ -8,9 +8,11 @@ PROTOCOLS = {"31": mqtt.MQTTv31, "311": mqtt.MQTTv311, "5": mqtt.MQTTv5}
 class Client:
     """A paho client whose connect / subscribe / publish wait for their acknowledgements."""
 
-    def __init__(self, port, client_id, protocol="311", username=None, clean=True, will=None, properties=None):
+    def __init__(self, port, client_id, protocol="311", username=None, clean=True, will=None, properties=None, keepalive=60, manual_ack=False):
         self.protocol = protocol
-        kwargs = {"callback_api_version": mqtt.CallbackAPIVersion.VERSION2, "client_id": client_id, "protocol": PROTOCOLS[protocol]}
+        self.keepalive = keepalive
+        kwargs = {"callback_api_version": mqtt.CallbackAPIVersion.VERSION2, "client_id": client_id, "protocol": PROTOCOLS[protocol],
+                  "manual_ack": manual_ack}
         if protocol != "5":
             kwargs["clean_session"] = clean
         self.c = mqtt.Client(**kwargs)
@@ -19,7 +21,8 @@ class Client:
         if username is not None:
             self.c.username_pw_set(username, "secret")
         if will:
-            self.c.will_set(will["topic"], will.get("payload", "gone"), qos=will.get("qos", 0), retain=will.get("retain", False))
+            self.c.will_set(will["topic"], will.get("payload", "gone"), qos=will.get("qos", 0), retain=will.get("retain", False),
+                            properties=will.get("props"))
         self.lock = threading.Lock()
         self.messages = []
         self.connack = None
@@ -51,9 +54,9 @@ class Client:
 
     def connect(self, timeout=10):
         if self.protocol == "5":
-            self.c.connect("127.0.0.1", self.port, clean_start=self.clean, properties=self.properties)
+            self.c.connect("127.0.0.1", self.port, keepalive=self.keepalive, clean_start=self.clean, properties=self.properties)
         else:
-            self.c.connect("127.0.0.1", self.port)
+            self.c.connect("127.0.0.1", self.port, keepalive=self.keepalive)
         self.c.loop_start()
         if not self.connected.wait(timeout):
             raise RuntimeError("no CONNACK")

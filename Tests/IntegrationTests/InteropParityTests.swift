@@ -1,0 +1,95 @@
+import Foundation
+import TestSupport
+import Testing
+
+/// Interoperability scenarios in the spirit of the Eclipse Paho interop suite (basic QoS 0/1/2,
+/// retained with user properties, will, zero-length client id, offline queueing, overlapping
+/// subscriptions, keep-alive, redelivery on reconnect, $ topics, unsubscribe, session expiry,
+/// shared subscriptions, topic aliases, v5 properties, subscribe options, flow control,
+/// maximum packet size, will delay, large payloads), run by real paho clients once against
+/// mosquitto directly and once through mqbridge, at the same time on the same broker: with an
+/// ACL that allows everything, mqbridge must be invisible, so both runs must observe the same.
+@Suite("Interop parity: the same client scenarios directly and through mqbridge", .serialized)
+struct InteropParityTests {
+    static let allowAll = "pattern readwrite #\npattern readwrite $dollar/#\n"
+
+    /// Runs the scenarios against `port`; their observations by scenario name.
+    static func start(port: Int, run: String, directory: URL) throws -> ChildProcess {
+        try ChildProcess(["python3", TestEnvironment.script("interop_parity.py"), "\(port)", run],
+                         log: directory.appendingPathComponent("interop-\(run).log"))
+    }
+
+    static func observations(_ process: ChildProcess) throws -> [String: Any] {
+        guard process.wait(timeout: 120) == 0 else { throw TestError("interop scenarios failed:\n\(process.log)") }
+        guard let line = process.log.split(separator: "\n").last(where: { $0.hasPrefix("{") }),
+              let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] else {
+            throw TestError("no observations in:\n\(process.log)")
+        }
+        return object
+    }
+
+    static func json(_ value: Any?) -> String {
+        guard let value, let data = try? JSONSerialization.data(withJSONObject: value, options: [.sortedKeys, .fragmentsAllowed]) else { return "nil" }
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    /// Same observations, scenario by scenario; and the direct run itself saw what the
+    /// protocol promises (so two equally broken runs cannot pass).
+    static func compare(direct: [String: Any], bridged: [String: Any]) {
+        #expect(direct.count == 30, "scenarios run: \(direct.keys.sorted())")
+        for name in direct.keys.sorted() {
+            #expect(json(direct[name]) == json(bridged[name]), "\(name) differs:\n  direct:   \(json(direct[name]))\n  mqbridge: \(json(bridged[name]))")
+        }
+        for (name, observation) in direct {
+            #expect((observation as? [String: Any])?["error"] == nil, "\(name) failed directly: \(json(observation))")
+        }
+        func messages(_ name: String) -> [[String: Any]] { ((direct[name] as? [String: Any])?["messages"] as? [[String: Any]]) ?? [] }
+        for version in ["311", "5"] {
+            #expect(messages("basic/\(version)").map { $0["payload"] as? String } == ["qos 0", "qos 1", "qos 2"])
+            #expect(messages("will/\(version)").map { $0["payload"] as? String } == ["client not disconnected"])
+            #expect(messages("keepalive/\(version)").map { $0["payload"] as? String } == ["keepalive expiry"])
+            #expect(json((direct["large/\(version)"] as? [String: Any])?["received"]) == "[[4000,true],[4096,true],[70000,true],[524288,true]]")
+        }
+        #expect(messages("topic_alias/5").map { $0["topic"] as? String } == ["alias/one", "alias/one", "alias/two", "alias/two"])
+        #expect((direct["flow_control/5"] as? [String: Any])?["before acknowledging"] as? Int == 2)
+        #expect(json((direct["zero_length_id/311"] as? [String: Any])?["clean=False"]) == "[32,2,0,2]")
+    }
+
+    // Both tests block for a while on processes: off Swift's cooperative pool, so that the
+    // in-process tests running beside them (which need that pool) are not starved.
+    @Test("Local proxy: 30 scenarios (3.1.1 and 5.0) observe the same through mqbridge as directly")
+    func localProxy() async throws {
+        try await TestEnvironment.offPool { try Self.blockingLocalProxy() }
+    }
+
+    static func blockingLocalProxy() throws {
+        let broker = try MosquittoBroker()
+        defer { broker.stop() }
+        let acl = try TestEnvironment.temporaryFile(Self.allowAll, name: "allow.acl")
+        let bridge = try BridgeProcess(["run", "--listen", "127.0.0.1:0", "--broker", "127.0.0.1:\(broker.port)", "--acl", acl])
+        defer { bridge.stop() }
+        try runBoth(directPort: broker.port, bridgedPort: bridge.port, directory: FileManager.default.temporaryDirectory)
+    }
+
+    /// The scenarios against the broker and through mqbridge at the same time, compared.
+    static func runBoth(directPort: Int, bridgedPort: Int, directory: URL) throws {
+        let tag = UUID().uuidString.prefix(6)
+        let direct = try start(port: directPort, run: "d\(tag)", directory: directory)
+        let bridged = try start(port: bridgedPort, run: "b\(tag)", directory: directory)
+        defer { direct.stop(); bridged.stop() }
+        compare(direct: try observations(direct), bridged: try observations(bridged))
+    }
+
+    @Test("Remote proxy: the same 30 scenarios from site A through the TLS link to site B's broker")
+    func remoteProxy() async throws {
+        try await TestEnvironment.offPool { try Self.blockingRemoteProxy() }
+    }
+
+    static func blockingRemoteProxy() throws {
+        var lab = try TwoSiteLab()
+        defer { lab.stop() }
+        lab.aclText = Self.allowAll
+        try lab.start()
+        try runBoth(directPort: lab.broker.port, bridgedPort: lab.remotePort("broker"), directory: lab.directory)
+    }
+}
