@@ -37,7 +37,7 @@ def strip(topic, tag):
     return topic.replace(f"interop/{tag}/", "").replace(f"$dollar/{tag}/", "$/")
 
 
-VERSIONS = {mqtt.MQTTv311: "311", mqtt.MQTTv5: "5"}
+VERSIONS = {mqtt.MQTTv31: "31", mqtt.MQTTv311: "311", mqtt.MQTTv5: "5"}
 
 
 class C(Client):
@@ -164,7 +164,7 @@ def zero_length_id(version):
     out = {}
     if version != mqtt.MQTTv5:
         # paho refuses to send this one, so by hand: 3.1.1 requires the server to refuse an
-        # empty id without Clean Session with CONNACK 0x02 (MQTT-3.1.3-8).
+        # empty id without Clean Session with CONNACK 0x02 (MQTT-3.1.3-8); 3.1 any empty id.
         s = socket.create_connection(("127.0.0.1", PORT))
         s.sendall(raw_connect("", version, keepalive=10, clean=False))
         s.settimeout(5)
@@ -433,13 +433,14 @@ def large(version):
 
 
 def raw_connect(cid, version, keepalive, will_topic=None, will_payload=b"", clean=True):
-    """A CONNECT packet built by hand (3.1.1 or 5), for a client that must stay silent."""
+    """A CONNECT packet built by hand (3.1, 3.1.1 or 5), for a client that must stay silent."""
     def s(b):
         b = b if isinstance(b, bytes) else b.encode()
         return struct.pack("!H", len(b)) + b
     v5 = version == mqtt.MQTTv5
     flags = (0x02 if clean else 0) | (0x04 | 0x08 if will_topic else 0)  # will at QoS 1
-    body = s("MQTT") + bytes([5 if v5 else 4, flags]) + struct.pack("!H", keepalive) + (b"\x00" if v5 else b"")
+    name, level = ("MQIsdp", 3) if version == mqtt.MQTTv31 else ("MQTT", 5 if v5 else 4)
+    body = s(name) + bytes([level, flags]) + struct.pack("!H", keepalive) + (b"\x00" if v5 else b"")
     body += s(cid)
     if will_topic:
         body += (b"\x00" if v5 else b"") + s(will_topic) + s(will_payload)
@@ -459,7 +460,7 @@ if __name__ == "__main__":
     from concurrent.futures import ThreadPoolExecutor
     names = sys.argv[3:] or list(SCENARIOS)
     jobs = [(f"{name}/{label}", name, version) for name in names
-            for label, version in (("311", mqtt.MQTTv311), ("5", mqtt.MQTTv5)) if not (label == "311" and name in V5_ONLY)]
+            for label, version in (("31", mqtt.MQTTv31), ("311", mqtt.MQTTv311), ("5", mqtt.MQTTv5)) if not (label != "5" and name in V5_ONLY)]
 
     def run(job):
         key, name, version = job
