@@ -72,3 +72,58 @@ struct BatchingTests {
         #expect(written == [large, [5]])
     }
 }
+
+@Suite("Broker framing: a PUBLISH over the limit is skipped, not buffered")
+struct BrokerFrameDecoderTests {
+    /// A QoS 1 PUBLISH of `payload` bytes on `topic` with packet id `id`, then a PINGRESP.
+    static func stream(payload: Int, topic: String = "big/t", id: UInt16 = 7) -> [UInt8] {
+        var body: [UInt8] = [UInt8(topic.utf8.count >> 8), UInt8(topic.utf8.count & 0xff)] + Array(topic.utf8) + [UInt8(id >> 8), UInt8(id & 0xff)]
+        body += [UInt8](repeating: 0x5a, count: payload)
+        var length = body.count, header: [UInt8] = [0x32]
+        repeat {
+            var byte = UInt8(length % 128)
+            length /= 128
+            if length > 0 { byte |= 0x80 }
+            header.append(byte)
+        } while length > 0
+        return header + body + [0xd0, 0x00]
+    }
+
+    func frames(_ bytes: [UInt8], splitEvery step: Int, skips: Bool) throws -> [String] {
+        var framer = InlineFramer(BrokerFrameDecoder(maximumPacketSize: 1024, skipsOversizedPublish: skips))
+        var out: [String] = []
+        var index = 0
+        while index < bytes.count {
+            framer.append(ByteBuffer(bytes: bytes[index..<min(index + step, bytes.count)]))
+            index += step
+            while let frame = try framer.next() {
+                switch frame {
+                case .packet(let packet): out.append("\(packet.type) \(packet.size)")
+                case .oversizedPublish(let p): out.append("skipped \(p.topic) qos \(p.qos.rawValue) id \(p.packetIdentifier ?? 0) \(p.size)")
+                }
+            }
+            framer.compact()
+        }
+        #expect(framer.bufferedBytes == 0)
+        return out
+    }
+
+    @Test("A 5,000-byte PUBLISH over a 1 KiB limit: reported with topic, QoS and id, its bytes dropped as they arrive, the next packet framed")
+    func skipsOversized() throws {
+        let bytes = Self.stream(payload: 5000)
+        for step in [1, 7, 100, 1024, bytes.count] {
+            let got = try frames(bytes, splitEvery: step, skips: true)
+            #expect(got == ["skipped big/t qos 1 id 7 5012", "PINGRESP 2"], "step \(step)")
+        }
+        // Under the limit it is an ordinary packet.
+        let small = try frames(Self.stream(payload: 10), splitEvery: 3, skips: true)
+        #expect(small == ["PUBLISH 21", "PINGRESP 2"])
+    }
+
+    @Test("Without skipping (5.0 brokers were told the limit), or for another packet type, over the limit is an error")
+    func otherwiseAnError() throws {
+        #expect(throws: MQTTCodecError.self) { try frames(Self.stream(payload: 5000), splitEvery: 100, skips: false) }
+        let subAck: [UInt8] = [0x90, 0x8c, 0x10, 0x00, 0x01] + [UInt8](repeating: 0, count: 2058)  // 2,063 bytes
+        #expect(throws: MQTTCodecError.self) { try frames(subAck, splitEvery: 100, skips: true) }
+    }
+}

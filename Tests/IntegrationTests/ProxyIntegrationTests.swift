@@ -28,6 +28,12 @@ struct ProxyIntegrationTests {
         let bridge: BridgeProcess
         let aclPath: String
 
+        init(broker: MosquittoBroker, bridge: BridgeProcess) {
+            self.broker = broker
+            self.bridge = bridge
+            aclPath = ""
+        }
+
         init(acl: String = ProxyIntegrationTests.aclText, metrics: Bool = true, extra: [String] = []) throws {
             broker = try MosquittoBroker()
             aclPath = try TestEnvironment.temporaryFile(acl, name: "site.acl")
@@ -126,6 +132,37 @@ struct ProxyIntegrationTests {
         #expect((r["first"] as? [String: Any])?["session_present"] as? Bool == false)
         #expect((r["second"] as? [String: Any])?["session_present"] as? Bool == true)
         #expect(Self.payloads(r["messages"]).sorted() == ["queued-0", "queued-1", "queued-2"])
+    }
+
+    @Test("Deliveries over max_packet_size are skipped and acknowledged, so a persistent session is never stuck behind one", arguments: ["311", "5"])
+    func oversizedDeliveries(protocolVersion: String) throws {
+        let broker = try MosquittoBroker()
+        defer { broker.stop() }
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("mqbridge-big-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        try Self.aclText.write(to: directory.appendingPathComponent("acl.conf"), atomically: true, encoding: .utf8)
+        try """
+        acl: acl.conf
+        proxies:
+          - listen: 127.0.0.1:0
+            broker: 127.0.0.1:\(broker.port)
+            max_packet_size: 4096
+
+        """.write(to: directory.appendingPathComponent("mqbridge.yaml"), atomically: true, encoding: .utf8)
+        let bridge = try BridgeProcess(["run", "--config", directory.appendingPathComponent("mqbridge.yaml").path])
+        defer { bridge.stop() }
+        let site = Site(broker: broker, bridge: bridge)
+        let r = try scenario("oversized", site, protocolVersion)
+        #expect((r["resumed"] as? [String: Any])?["session_present"] as? Bool == true)
+        #expect(Self.payloads(r["first"]) == ["queued-small", "live-small"])
+        #expect(Self.payloads(r["again"]).isEmpty)
+        if protocolVersion == "311" {
+            // 3.1.1: the proxy skipped them (5.0: the broker did, told the limit in CONNECT).
+            let refused = bridge.lines(event: "denied").filter { $0["kind"] == "delivery" }
+            #expect(refused.count == 2, "\(refused)")
+            #expect(refused.first?["reason"]?.contains("larger than max_packet_size (4096)") == true)
+        }
     }
 
     @Test("A malformed-packet flood is survived while another client keeps working")

@@ -302,7 +302,7 @@ struct RelayTests {
         #expect(String(decoding: late.stdout, as: UTF8.self) == "from-a/sensors/t1|21.5|1\n")
     }
 
-    @Test("Messages larger than the relay stream's flow-control window (600 KiB, 3 MiB) cross intact, in order with small ones")
+    @Test("Messages larger than the relay stream's flow-control window (600 KiB, 3 MiB) cross intact, in order with small ones; one above 64 MiB is skipped, counted, and holds nothing up")
     func largeMessages() throws {
         let lab = try RelayLab()
         defer { lab.stop() }
@@ -334,6 +334,19 @@ struct RelayTests {
             return "\(parts[0]) \(parts[1]) \(parts[2].prefix(2))…\(parts[2].suffix(2))"
         }
         #expect(got == expected)
+        // Above the relay's limit (64 MiB): skipped and acknowledged at A (3.1.1 cannot tell
+        // the broker), counted and logged; what follows it is not held up.
+        let huge = lab.path("payload-huge")
+        try Data(repeating: 0x48, count: (64 << 20) + 1).write(to: URL(fileURLWithPath: huge))
+        for (topic, file) in [("big/huge", huge), ("big/after", lab.path("payload-1"))] {
+            let r = try TestEnvironment.run(["mosquitto_pub", "-h", "127.0.0.1", "-p", "\(lab.brokerA.port)", "-t", topic, "-f", file, "-q", "1"])
+            #expect(r.status == 0, "\(r.stderr)")
+        }
+        #expect(TestEnvironment.waitUntil(timeout: 20) { lines(atB).count >= 5 })
+        usleep(300_000)
+        #expect(lines(atB).dropFirst(4).map { $0.prefix(13) } == ["big/after 100"])
+        try lab.a.waitFor(event: "relay_dropped", matching: ["reason": "too_large", "topic": "big/huge"])
+        #expect(try lab.a.metric("mqbridge_relay_dropped_total{reason=\"too_large\"}") == 1)
     }
 
     /// A lab with the link cut (the cutter refuses connections) while the test publishes at A.

@@ -117,15 +117,20 @@ final class ProxyConnection {
         }
     }
 
-    enum Side { case client, broker }
-
-    /// Frames what a side's channel read and hands the packets over, stopping once the
+    /// Frames what the client's channel read and hands the packets over, stopping once the
     /// connection is closing.
-    func receive(_ bytes: ByteBuffer, framer: inout InlineFramer<MQTTFrameDecoder>, from side: Side) {
-        switch side {
-        case .client: framer.feed(bytes, while: { !closing }, onFrame: clientFrame, onError: clientError)
-        case .broker: framer.feed(bytes, while: { !closing }, onFrame: brokerFrame, onError: brokerError)
-        }
+    func receiveFromClient(_ bytes: ByteBuffer, framer: inout InlineFramer<MQTTFrameDecoder>) {
+        framer.feed(bytes, while: { !closing }, onFrame: clientFrame, onError: clientError)
+    }
+
+    /// The same for the broker's channel, where a PUBLISH too large for the client may be skipped.
+    func receiveFromBroker(_ bytes: ByteBuffer, framer: inout InlineFramer<BrokerFrameDecoder>) {
+        framer.feed(bytes, while: { !closing }, onFrame: { frame in
+            switch frame {
+            case .packet(let packet): brokerFrame(packet)
+            case .oversizedPublish(let publish): brokerOversizedPublish(publish)
+            }
+        }, onError: brokerError)
     }
 
     func clientReadComplete() {
@@ -199,6 +204,11 @@ final class ProxyConnection {
         case .forward: writeToClient(frame.bytes)
         case .effects(let effects): perform(effects)
         }
+    }
+
+    private func brokerOversizedPublish(_ publish: OversizedPublish) {
+        environment.metrics.packet(.brokerToClient, .publish, size: publish.size)
+        perform(session.brokerOversizedPublish(publish, limit: environment.configuration.maximumPacketSize))
     }
 
     func brokerReadComplete() {
@@ -287,13 +297,15 @@ final class ProxyConnection {
         upstreamRequested = true
         let configuration = environment.configuration
         let loopBound = NIOLoopBound(self, eventLoop: eventLoop)
+        let skipsOversized = session.version != .v5
         let bootstrap = ClientBootstrap(group: eventLoop)
             .channelOption(.tcpOption(.tcp_nodelay), value: 1)
             .channelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 128, maximum: 65536))
             .connectTimeout(configuration.connectTimeout)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    let decoder = MQTTFrameDecoder(configuration: .client(maximumPacketSize: configuration.maximumPacketSize))
+                    // A 5.0 broker was told the limit (Maximum Packet Size); a 3.1.x one cannot be.
+                    let decoder = BrokerFrameDecoder(maximumPacketSize: configuration.maximumPacketSize, skipsOversizedPublish: skipsOversized)
                     try channel.pipeline.syncOperations.addHandler(BrokerSideHandler(connection: loopBound.value, decoder: decoder))
                 }
             }
@@ -413,7 +425,7 @@ final class ClientSideHandler: ChannelDuplexHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        connection.receive(unwrapInboundIn(data), framer: &framer, from: .client)
+        connection.receiveFromClient(unwrapInboundIn(data), framer: &framer)
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
@@ -460,8 +472,8 @@ final class BrokerSideHandler: ChannelDuplexHandler {
     typealias OutboundOut = ByteBuffer
 
     private let connection: ProxyConnection
-    private var framer: InlineFramer<MQTTFrameDecoder>
-    init(connection: ProxyConnection, decoder: MQTTFrameDecoder) {
+    private var framer: InlineFramer<BrokerFrameDecoder>
+    init(connection: ProxyConnection, decoder: BrokerFrameDecoder) {
         self.connection = connection
         self.framer = InlineFramer(decoder)
     }
@@ -476,7 +488,7 @@ final class BrokerSideHandler: ChannelDuplexHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        connection.receive(unwrapInboundIn(data), framer: &framer, from: .broker)
+        connection.receiveFromBroker(unwrapInboundIn(data), framer: &framer)
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {

@@ -466,16 +466,33 @@ struct ProxySession {
         var effects: [Effect] = [.denied(DenialEvent(kind: .delivery, direction: "broker_to_client", identity: identity!, topic: topic,
                                                      rule: decision.rule?.location, reason: decision.description))]
         // Acknowledge on the client's behalf so the broker does not redeliver forever.
-        switch publish.qos {
-        case .atMostOnce:
-            break
-        case .atLeastOnce:
-            effects.append(.toBroker(MQTTPacket.pubAck(PubAck(packetIdentifier: publish.packetIdentifier!)).encode(version: version)))
-        case .exactlyOnce:
-            locallyReceivedFromBroker.insert(publish.packetIdentifier!)
-            effects.append(.toBroker(MQTTPacket.pubRec(PubRec(packetIdentifier: publish.packetIdentifier!)).encode(version: version)))
-        }
+        effects += acknowledgeForClient(qos: publish.qos, packetIdentifier: publish.packetIdentifier, version: version)
         return .effects(effects)
+    }
+
+    /// A delivery larger than the proxy frames (3.1.x: the broker cannot be told the limit):
+    /// dropped, logged as a refused delivery, and acknowledged on the client's behalf as a
+    /// denied one is, so the broker does not deliver it again on every reconnect.
+    mutating func brokerOversizedPublish(_ publish: OversizedPublish, limit: Int) -> Action {
+        guard let version, state == .connected else { return brokerError(.init(.packetTooLarge, field: "PUBLISH", "\(publish.size) bytes before CONNACK")) }
+        var effects: [Effect] = [.denied(DenialEvent(kind: .delivery, direction: "broker_to_client", identity: identity!, topic: publish.topic, rule: nil,
+                                                     reason: "a message of \(publish.size) bytes is larger than max_packet_size (\(limit))"))]
+        effects += acknowledgeForClient(qos: publish.qos, packetIdentifier: publish.packetIdentifier, version: version)
+        return .effects(effects)
+    }
+
+    /// Acknowledges a delivery the client will not see, on its behalf (QoS 2: PUBREC now, and
+    /// the broker's PUBREL is answered here).
+    private mutating func acknowledgeForClient(qos: QoS, packetIdentifier: UInt16?, version: ProtocolVersion) -> [Effect] {
+        switch qos {
+        case .atMostOnce:
+            return []
+        case .atLeastOnce:
+            return [.toBroker(MQTTPacket.pubAck(PubAck(packetIdentifier: packetIdentifier!)).encode(version: version))]
+        case .exactlyOnce:
+            locallyReceivedFromBroker.insert(packetIdentifier!)
+            return [.toBroker(MQTTPacket.pubRec(PubRec(packetIdentifier: packetIdentifier!)).encode(version: version))]
+        }
     }
 
     private mutating func brokerError(_ error: MQTTCodecError) -> Action {

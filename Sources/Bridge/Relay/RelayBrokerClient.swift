@@ -60,6 +60,11 @@ final class RelayBrokerClient {
     /// The broker's PUBREL for a QoS 2 message we received: call the completion (after
     /// recording the release durably) to send PUBCOMP.
     var onRelease: ((UInt16, @escaping () -> Void) -> Void)?
+    /// A message larger than `maximumPacketSize` arrived (3.1.1) and was skipped and acknowledged.
+    var onOversized: ((OversizedPublish) -> Void)?
+    /// The largest message the relay takes from its broker (a 5.0 broker is told so in CONNECT).
+    static let maximumPacketSize = 64 << 20
+    var skipsOversizedPublish: Bool { version != .v5 }
     var onMessage: ((Incoming) -> Void)?
     var onConnected: (() -> Void)?
 
@@ -115,7 +120,8 @@ final class RelayBrokerClient {
     func active(_ context: ChannelHandlerContext) {
         self.context = context
         let connect = Connect(protocolVersion: version, cleanStart: false, keepAlive: Self.keepAlive,
-                              properties: version == .v5 ? [.sessionExpiryInterval(UInt32.max), .receiveMaximum(UInt16(maximumInflight))] : [],
+                              properties: version == .v5 ? [.sessionExpiryInterval(UInt32.max), .receiveMaximum(UInt16(maximumInflight)),
+                                                            .maximumPacketSize(UInt32(Self.maximumPacketSize))] : [],
                               clientIdentifier: configuration.clientID, username: configuration.username)
         write(.connect(connect))
         flush()
@@ -209,6 +215,19 @@ final class RelayBrokerClient {
         case .subAck, .unsubAck, .pingResp, .disconnect, .auth, .connect, .subscribe, .unsubscribe, .pingReq:
             break
         }
+    }
+
+    /// A message too large for the relay: acknowledged at once (nothing was queued) so that the
+    /// broker does not deliver it again on every reconnect and hold up what follows it.
+    func oversized(_ publish: OversizedPublish) {
+        if let id = publish.packetIdentifier {
+            switch publish.qos {
+            case .atMostOnce: break
+            case .atLeastOnce: write(.pubAck(PubAck(packetIdentifier: id)))
+            case .exactlyOnce: write(.pubRec(PubRec(packetIdentifier: id)))
+            }
+        }
+        onOversized?(publish)
     }
 
     func readComplete() { flushIfNeeded() }
@@ -321,15 +340,23 @@ final class RelayBrokerHandler: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
     let client: RelayBrokerClient
     /// Packets are framed here, not by a ByteToMessageHandler: no pipeline hop per packet.
-    private var framer = InlineFramer(MQTTFrameDecoder(configuration: .client(maximumPacketSize: 64 << 20)))
-    init(client: RelayBrokerClient) { self.client = client }
+    private var framer: InlineFramer<BrokerFrameDecoder>
+    init(client: RelayBrokerClient) {
+        self.client = client
+        framer = InlineFramer(BrokerFrameDecoder(maximumPacketSize: RelayBrokerClient.maximumPacketSize, skipsOversizedPublish: client.skipsOversizedPublish))
+    }
 
     func channelActive(context: ChannelHandlerContext) {
         client.active(context)
         context.fireChannelActive()
     }
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        framer.feed(unwrapInboundIn(data), while: { true }, onFrame: client.frame, onError: client.framingError)
+        framer.feed(unwrapInboundIn(data), while: { true }, onFrame: { frame in
+            switch frame {
+            case .packet(let packet): client.frame(packet)
+            case .oversizedPublish(let publish): client.oversized(publish)
+            }
+        }, onError: client.framingError)
     }
     func channelReadComplete(context: ChannelHandlerContext) {
         client.readComplete()

@@ -19,6 +19,7 @@ public final class RelayMetrics: Sendable {
     let droppedExpired: Counter
     let droppedFull: Counter
     let droppedNoLink: Counter
+    let droppedTooLarge: Counter
     let queueFull: Counter
     let echoSuppressed: Counter
     let queueMessages: Meter
@@ -36,6 +37,7 @@ public final class RelayMetrics: Sendable {
         droppedExpired = Counter(label: "mqbridge_relay_dropped_total", dimensions: [("reason", "message_expiry")], factory: factory)
         droppedFull = Counter(label: "mqbridge_relay_dropped_total", dimensions: [("reason", "queue_full")], factory: factory)
         droppedNoLink = Counter(label: "mqbridge_relay_dropped_total", dimensions: [("reason", "qos0_no_link")], factory: factory)
+        droppedTooLarge = Counter(label: "mqbridge_relay_dropped_total", dimensions: [("reason", "too_large")], factory: factory)
         queueFull = Counter(label: "mqbridge_relay_queue_full_total", factory: factory)
         echoSuppressed = Counter(label: "mqbridge_relay_echo_suppressed_total", factory: factory)
         queueMessages = Meter(label: "mqbridge_relay_queue_messages", factory: factory)
@@ -121,6 +123,12 @@ final class RelayService {
         let loopBound = NIOLoopBound(self, eventLoop: eventLoop)
         broker.onMessage = { loopBound.value.fromBroker($0) }
         broker.onRelease = { id, complete in loopBound.value.released(packetID: id, complete: complete) }
+        broker.onOversized = { publish in
+            let service = loopBound.value
+            service.metrics.droppedTooLarge.increment()
+            service.logger.error("relay dropped a message of \(publish.size) bytes on \"\(publish.topic)\": larger than the relay's limit (\(RelayBrokerClient.maximumPacketSize) bytes); acknowledged to the broker so it does not block the session",
+                                 metadata: ["event": "relay_dropped", "reason": "too_large", "topic": "\(publish.topic)", "bytes": "\(publish.size)"])
+        }
         for peer in peers.values { broker.reserve(peer.recoveredPacketIDs) }
         broker.onConnected = {
             let service = loopBound.value
