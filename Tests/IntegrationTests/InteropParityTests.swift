@@ -19,12 +19,17 @@ struct InteropParityTests {
                          log: directory.appendingPathComponent("interop-\(run).log"))
     }
 
-    static func observations(_ process: ChildProcess) throws -> [String: Any] {
+    /// The JSON line of observations a finished run printed.
+    static func output(_ process: ChildProcess) throws -> String {
         guard process.wait(timeout: 120) == 0 else { throw TestError("interop scenarios failed:\n\(process.log)") }
-        guard let line = process.log.split(separator: "\n").last(where: { $0.hasPrefix("{") }),
-              let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] else {
+        guard let line = process.log.split(separator: "\n").last(where: { $0.hasPrefix("{") }) else {
             throw TestError("no observations in:\n\(process.log)")
         }
+        return String(line)
+    }
+
+    static func observations(_ line: String) throws -> [String: Any] {
+        guard let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] else { throw TestError("not an object: \(line)") }
         return object
     }
 
@@ -56,41 +61,44 @@ struct InteropParityTests {
         #expect(json((direct["zero_length_id/31"] as? [String: Any])?["clean=False"]) == "[32,2,0,2]")
     }
 
-    // Both tests block for a while on processes: off Swift's cooperative pool, so that the
-    // in-process tests running beside them (which need that pool) are not starved.
+    // Both tests wait for a while on processes: off Swift's cooperative pool, so that the
+    // in-process tests running beside them (which need that pool) are not starved. The
+    // expectations are checked back on the test's task, where Swift Testing attributes them.
     @Test("Local proxy: 41 scenarios (3.1, 3.1.1 and 5.0) observe the same through mqbridge as directly")
     func localProxy() async throws {
-        try await TestEnvironment.offPool { try Self.blockingLocalProxy() }
+        let (direct, bridged) = try await TestEnvironment.offPool { try Self.blockingLocalProxy() }
+        Self.compare(direct: try Self.observations(direct), bridged: try Self.observations(bridged))
     }
 
-    static func blockingLocalProxy() throws {
+    static func blockingLocalProxy() throws -> (String, String) {
         let broker = try MosquittoBroker()
         defer { broker.stop() }
         let acl = try TestEnvironment.temporaryFile(Self.allowAll, name: "allow.acl")
         let bridge = try BridgeProcess(["run", "--listen", "127.0.0.1:0", "--broker", "127.0.0.1:\(broker.port)", "--acl", acl])
         defer { bridge.stop() }
-        try runBoth(directPort: broker.port, bridgedPort: bridge.port, directory: FileManager.default.temporaryDirectory)
+        return try runBoth(directPort: broker.port, bridgedPort: bridge.port, directory: FileManager.default.temporaryDirectory)
     }
 
-    /// The scenarios against the broker and through mqbridge at the same time, compared.
-    static func runBoth(directPort: Int, bridgedPort: Int, directory: URL) throws {
+    /// The scenarios against the broker and through mqbridge at the same time: both outputs.
+    static func runBoth(directPort: Int, bridgedPort: Int, directory: URL) throws -> (String, String) {
         let tag = UUID().uuidString.prefix(6)
         let direct = try start(port: directPort, run: "d\(tag)", directory: directory)
         let bridged = try start(port: bridgedPort, run: "b\(tag)", directory: directory)
         defer { direct.stop(); bridged.stop() }
-        compare(direct: try observations(direct), bridged: try observations(bridged))
+        return (try output(direct), try output(bridged))
     }
 
     @Test("Remote proxy: the same 41 scenarios from site A through the TLS link to site B's broker")
     func remoteProxy() async throws {
-        try await TestEnvironment.offPool { try Self.blockingRemoteProxy() }
+        let (direct, bridged) = try await TestEnvironment.offPool { try Self.blockingRemoteProxy() }
+        Self.compare(direct: try Self.observations(direct), bridged: try Self.observations(bridged))
     }
 
-    static func blockingRemoteProxy() throws {
+    static func blockingRemoteProxy() throws -> (String, String) {
         var lab = try TwoSiteLab()
         defer { lab.stop() }
         lab.aclText = Self.allowAll
         try lab.start()
-        try runBoth(directPort: lab.broker.port, bridgedPort: lab.remotePort("broker"), directory: lab.directory)
+        return try runBoth(directPort: lab.broker.port, bridgedPort: lab.remotePort("broker"), directory: lab.directory)
     }
 }
