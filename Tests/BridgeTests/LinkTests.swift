@@ -22,6 +22,19 @@ final class EchoHandler: ChannelInboundHandler, Sendable {
     }
 }
 
+/// Runs tasks on a serial dispatch queue of its own instead of Swift's cooperative pool. The
+/// in-process sites run on it: the process-based tests beside them block pool threads while
+/// they wait on child processes, and on a 2-core machine that could keep the sites from
+/// starting for longer than any timeout.
+final class DedicatedTaskExecutor: TaskExecutor, @unchecked Sendable {
+    private let queue = DispatchQueue(label: "mqbridge-test-sites")
+
+    func enqueue(_ job: consuming ExecutorJob) {
+        let job = UnownedJob(job)
+        queue.async { job.runSynchronously(on: self.asUnownedTaskExecutor()) }
+    }
+}
+
 /// Two sites in one process: B offers services and accepts the link; A dials B and has a
 /// remote listener for each of B's services.
 struct TwoSites {
@@ -32,6 +45,7 @@ struct TwoSites {
     var serviceGroups: [ServiceGroup] = []
     var tasks: [Task<Void, any Error>] = []
     let bound = NIOLockedValueBox<[String: Int]>([:])
+    let executor = DedicatedTaskExecutor()
     let metricsA = LinkMetrics(factory: NOOPMetricsHandler.instance)
     let metricsB = LinkMetrics(factory: NOOPMetricsHandler.instance)
 
@@ -56,7 +70,7 @@ struct TwoSites {
     mutating func run(_ services: [any Service]) {
         let serviceGroup = ServiceGroup(services: services, logger: Logger(label: "test"))
         serviceGroups.append(serviceGroup)
-        tasks.append(Task { try await serviceGroup.run() })
+        tasks.append(Task(executorPreference: executor) { try await serviceGroup.run() })
     }
 
     func stop() async {
