@@ -39,6 +39,22 @@ struct RelayUnitTests {
         #expect(throws: LinkProtocolError.self) { _ = try RelayRecord.read(from: &huge) }
     }
 
+    @Test("A message as large as the relay takes from its broker still fits in one record")
+    func largestMessageFits() throws {
+        // The largest PUBLISH the relay frames, with a 1 KiB topic and no properties: its
+        // payload is what is left after the fixed header (5) and the topic (2 + 1024).
+        let topic = String(repeating: "t", count: 1024)
+        let payload = ByteBuffer(repeating: 0x41, count: RelayBrokerClient.maximumPacketSize - 5 - 2 - 1024)
+        let record = RelayRecord.message(epoch: 1, floor: 0, RelayMessage(sequence: 1, topic: topic, qos: 1, retain: false, payload: payload,
+                                                                         queuedAt: 0, expirySeconds: 0))
+        var wire = ByteBuffer()
+        record.write(to: &wire)
+        #expect(wire.readableBytes > RelayBrokerClient.maximumPacketSize)
+        let (decoded, size) = try #require(try RelayRecord.read(from: &wire))
+        #expect(size > RelayBrokerClient.maximumPacketSize)
+        #expect(decoded == record)
+    }
+
     @Test("The ledger remembers delivered sequences per epoch across reopening, and forgets below the sender's floor")
     func ledger() throws {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("ledger-\(UUID().uuidString)").path

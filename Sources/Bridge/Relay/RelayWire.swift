@@ -31,8 +31,11 @@ enum RelayRecord: Equatable {
 
     private static let messageType: UInt8 = 1
     private static let acknowledgementType: UInt8 = 2
-    /// Larger records are a protocol violation (a message is bounded by the broker's limits).
-    static let maximumLength = 64 << 20
+    /// Larger records are a protocol violation. A message is bounded by what the relay takes
+    /// from its broker; its record adds fixed fields (sequence, epoch, lengths, expiry) to the
+    /// packet's topic, properties and payload, so the margin keeps a message at that limit
+    /// within this one (else it could never cross: refused, resent, refused).
+    static let maximumLength = RelayBrokerClient.maximumPacketSize + (64 << 10)
 
     func write(to buffer: inout ByteBuffer) {
         let lengthIndex = buffer.writerIndex
