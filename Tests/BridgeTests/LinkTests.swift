@@ -119,11 +119,15 @@ struct LinkTests {
 
     func waitForLink(_ metrics: LinkMetrics, _ sites: TwoSites, port: Int) async throws {
         // The link is up when a remote listener connection gets through; poll a tiny exchange.
-        let deadline = Date().addingTimeInterval(10)
+        // As in `TwoSites.port`: this task may resume only after the deadline, so one more
+        // attempt follows it.
+        let deadline = Date().addingTimeInterval(30)
+        func exchanged() -> Bool { (try? TestEnvironment.tcpExchange(port: port, send: [1, 2, 3], halfClose: true, timeout: 2)) == [1, 2, 3] }
         while Date() < deadline {
-            if let reply = try? TestEnvironment.tcpExchange(port: port, send: [1, 2, 3], halfClose: true, timeout: 2), reply == [1, 2, 3] { return }
+            if exchanged() { return }
             try await Task.sleep(for: .milliseconds(50))
         }
+        if exchanged() { return }
         throw TestFailure("link never came up")
     }
 
