@@ -127,3 +127,23 @@ struct BrokerFrameDecoderTests {
         #expect(throws: MQTTCodecError.self) { try frames(subAck, splitEvery: 100, skips: true) }
     }
 }
+
+@Suite("Link stream credit for units larger than the window")
+struct IncompleteUnitCreditTests {
+    @Test("An incomplete unit is credited as it arrives; when taken, only what was not credited yet")
+    func credit() {
+        var credit = IncompleteUnitCredit()
+        // A 300 KiB unit arrives in pieces: each piece is credited once.
+        #expect(credit.incomplete(buffered: 100_000) == 100_000)
+        #expect(credit.incomplete(buffered: 100_000) == 0)
+        #expect(credit.incomplete(buffered: 250_000) == 150_000)
+        // It completes (300,000 bytes) with 20 bytes of the next unit behind it.
+        #expect(credit.taken(300_000) == 50_000)
+        #expect(credit.taken(20) == 20)
+        // Two small units that arrive whole are credited when taken.
+        #expect(credit.taken(10) == 10)
+        // A unit taken in part credited: 8 of its 12 bytes came as an incomplete piece.
+        #expect(credit.incomplete(buffered: 8) == 8)
+        #expect(credit.taken(12) == 4)
+    }
+}

@@ -66,8 +66,13 @@ struct InteropParityTests {
     // expectations are checked back on the test's task, where Swift Testing attributes them.
     @Test("Local proxy: 41 scenarios (3.1, 3.1.1 and 5.0) observe the same through mqbridge as directly")
     func localProxy() async throws {
-        let (direct, bridged) = try await TestEnvironment.offPool { try Self.blockingLocalProxy() }
-        Self.compare(direct: try Self.observations(direct), bridged: try Self.observations(bridged))
+        try await Self.check(Self.blockingLocalProxy)
+    }
+
+    /// Runs `scenarios` (both runs) off the pool, then compares on the test's task.
+    static func check(_ scenarios: @escaping @Sendable () throws -> (String, String)) async throws {
+        let (direct, bridged) = try await TestEnvironment.offPool(scenarios)
+        compare(direct: try observations(direct), bridged: try observations(bridged))
     }
 
     static func blockingLocalProxy() throws -> (String, String) {
@@ -90,8 +95,7 @@ struct InteropParityTests {
 
     @Test("Remote proxy: the same 41 scenarios from site A through the TLS link to site B's broker")
     func remoteProxy() async throws {
-        let (direct, bridged) = try await TestEnvironment.offPool { try Self.blockingRemoteProxy() }
-        Self.compare(direct: try Self.observations(direct), bridged: try Self.observations(bridged))
+        try await Self.check(Self.blockingRemoteProxy)
     }
 
     static func blockingRemoteProxy() throws -> (String, String) {

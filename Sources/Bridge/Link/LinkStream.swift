@@ -16,6 +16,32 @@ protocol LinkStreamEndpoint: AnyObject {
     func abort(reason: String)
 }
 
+/// Credit for an endpoint that frames units (MQTT packets, relay records) out of a stream and
+/// credits a unit's bytes once it has consumed the unit. The bytes of a unit that has not fully
+/// arrived are credited as they arrive, or a unit larger than the stream window could never
+/// complete (the peer would wait for credit, the endpoint for the rest of the unit); they are
+/// not credited again when the unit is consumed. The endpoint's unit size limit bounds what is
+/// held this way.
+struct IncompleteUnitCredit {
+    /// Bytes at the front of the endpoint's buffer that were credited already.
+    private var creditedAhead = 0
+
+    /// The unit at the front of the buffer is incomplete, with `buffered` bytes there: what to
+    /// credit now.
+    mutating func incomplete(buffered: Int) -> Int {
+        defer { creditedAhead = max(creditedAhead, buffered) }
+        return max(0, buffered - creditedAhead)
+    }
+
+    /// A unit of `size` bytes was taken from the front of the buffer: what of it is still to
+    /// be credited once it is consumed.
+    mutating func taken(_ size: Int) -> Int {
+        let already = min(size, creditedAhead)
+        creditedAhead -= already
+        return size - already
+    }
+}
+
 /// One multiplexed stream: credit-based flow control in both directions.
 ///
 /// Sending: at most `sendWindow` bytes beyond what the peer has credited (a read already
@@ -292,9 +318,7 @@ final class MQTTStreamEndpoint: LinkStreamEndpoint, ProxyClientSide {
     private var framer: InlineFramer<MQTTFrameDecoder>
     private var processing = false
     private var closed = false
-    /// Bytes at the front of the framer's buffer that were credited to the peer already:
-    /// the start of a packet larger than what has arrived (see `process`).
-    private var creditedAhead = 0
+    private var credit = IncompleteUnitCredit()
 
     init(stream: LinkStream, environment: ProxyEnvironment, origin: String) {
         self.stream = stream
@@ -331,18 +355,11 @@ final class MQTTStreamEndpoint: LinkStreamEndpoint, ProxyClientSide {
             let before = framer.bufferedBytes
             do {
                 guard let frame = try framer.next() else {
-                    // An incomplete packet: credit what has arrived of it, or a packet larger
-                    // than the stream window could never complete (the peer would wait for
-                    // credit, we for the rest of the packet). The framer's maximum packet
-                    // size bounds what is held this way.
-                    stream?.consumed(before - creditedAhead)
-                    creditedAhead = before
+                    // An incomplete packet (bounded by the framer's maximum packet size).
+                    stream?.consumed(credit.incomplete(buffered: before))
                     break
                 }
-                let used = before - framer.bufferedBytes
-                let alreadyCredited = min(used, creditedAhead)
-                creditedAhead -= alreadyCredited
-                stream?.consumed(used - alreadyCredited)
+                stream?.consumed(credit.taken(before - framer.bufferedBytes))
                 connection.clientFrame(frame)
             } catch {
                 connection.clientError(error)

@@ -208,7 +208,7 @@ final class ProxyConnection {
 
     private func brokerOversizedPublish(_ publish: OversizedPublish) {
         environment.metrics.packet(.brokerToClient, .publish, size: publish.size)
-        perform(session.brokerOversizedPublish(publish, limit: environment.configuration.maximumPacketSize))
+        perform(session.brokerOversizedPublish(publish))
     }
 
     func brokerReadComplete() {

@@ -177,33 +177,29 @@ struct ProxySession {
                 rewritten.clientIdentifier = clientID
             }
         }
-        if connect.protocolVersion == .v5, let limit = configuration.maximumPacketSize.map({ UInt32(clamping: $0) }),
-           (connect.properties.maximumPacketSize ?? .max) > limit {
+        if connect.protocolVersion == .v5 {
             // The broker must not send this client more than the proxy can frame (MQTT-3.1.2-24).
-            rewritten.properties.removeAll(.maximumPacketSize)
-            rewritten.properties.append(.maximumPacketSize(limit))
+            rewritten.properties.lowerMaximumPacketSize(to: configuration.maximumPacketSize)
         }
         let forwarded = rewritten == connect ? frame.bytes : MQTTPacket.connect(rewritten).encode(version: connect.protocolVersion)
         let identity = Identity.client(username: connect.username, clientID: clientID.isEmpty ? nil : clientID)
         self.identity = identity
         let policy = currentPolicy()
 
-        func refuse(_ event: DenialEvent) -> Action {
+        /// `code` is the 3.1.x return code; 5.0 refusals here are all 0x87.
+        func refuse(_ event: DenialEvent, code: ConnectReturnCode = .notAuthorized) -> Action {
             state = .closed
             let ack = connect.protocolVersion == .v5
                 ? ConnAck(sessionPresent: false, returnCode: ReasonCode.notAuthorized.rawValue, properties: [])
-                : ConnAck(sessionPresent: false, returnCode: ConnectReturnCode.notAuthorized.rawValue)
+                : ConnAck(sessionPresent: false, returnCode: code.rawValue)
             return .effects([.denied(event), .toClient(MQTTPacket.connAck(ack).encode(version: connect.protocolVersion)), .closeBoth])
         }
         if clientID.isEmpty && connect.protocolVersion != .v5 {
             // 3.1 needs an id, 3.1.1 needs one without Clean Session: the broker would answer
             // 0x02 (MQTT-3.1.3-8), so the proxy does, before any ACL question (an ACL cannot
             // place a client whose id %c would stand for).
-            state = .closed
-            let ack = ConnAck(sessionPresent: false, returnCode: ConnectReturnCode.identifierRejected.rawValue)
-            return .effects([.denied(DenialEvent(kind: .connect, direction: "client_to_broker", identity: identity, topic: "", rule: nil,
-                                                 reason: "an empty client id needs Clean Session (MQTT-3.1.3-8)")),
-                             .toClient(MQTTPacket.connAck(ack).encode(version: connect.protocolVersion)), .closeBoth])
+            return refuse(DenialEvent(kind: .connect, direction: "client_to_broker", identity: identity, topic: "", rule: nil,
+                                      reason: "an empty client id needs Clean Session (MQTT-3.1.3-8)"), code: .identifierRejected)
         }
         if connect.username == nil && !configuration.allowAnonymous {
             return refuse(DenialEvent(kind: .connect, direction: "client_to_broker", identity: identity, topic: "",
@@ -397,12 +393,9 @@ struct ProxySession {
                 // The client sent an empty id and expects to learn the one in use.
                 properties.append(.assignedClientIdentifier(assigned))
             }
-            if let limit = configuration.maximumPacketSize.map({ UInt32(clamping: $0) }), (properties.maximumPacketSize ?? .max) > limit {
-                // A 5.0 client must not send more than the server's Maximum Packet Size
-                // (MQTT-3.2.2-15): tell it the proxy's limit when the broker's is larger.
-                properties.removeAll(.maximumPacketSize)
-                properties.append(.maximumPacketSize(limit))
-            }
+            // A 5.0 client must not send more than the server's Maximum Packet Size
+            // (MQTT-3.2.2-15): tell it the proxy's limit when the broker's is larger.
+            properties.lowerMaximumPacketSize(to: configuration.maximumPacketSize)
             if properties == (ack.properties ?? []) { return .forward }
             var rewritten = ack
             rewritten.properties = properties
@@ -473,8 +466,9 @@ struct ProxySession {
     /// A delivery larger than the proxy frames (3.1.x: the broker cannot be told the limit):
     /// dropped, logged as a refused delivery, and acknowledged on the client's behalf as a
     /// denied one is, so the broker does not deliver it again on every reconnect.
-    mutating func brokerOversizedPublish(_ publish: OversizedPublish, limit: Int) -> Action {
+    mutating func brokerOversizedPublish(_ publish: OversizedPublish) -> Action {
         guard let version, state == .connected else { return brokerError(.init(.packetTooLarge, field: "PUBLISH", "\(publish.size) bytes before CONNACK")) }
+        let limit = configuration.maximumPacketSize.map { "\($0)" } ?? "the largest MQTT packet"
         var effects: [Effect] = [.denied(DenialEvent(kind: .delivery, direction: "broker_to_client", identity: identity!, topic: publish.topic, rule: nil,
                                                      reason: "a message of \(publish.size) bytes is larger than max_packet_size (\(limit))"))]
         effects += acknowledgeForClient(qos: publish.qos, packetIdentifier: publish.packetIdentifier, version: version)
@@ -522,5 +516,15 @@ struct ProxySession {
 extension ACLPolicy {
     var noRulesReason: String {
         "no acl_file rule grants \(identity) anything (no user block and no usable pattern)"
+    }
+}
+
+extension Properties {
+    /// Sets Maximum Packet Size to `limit` unless it is already that low (no limit given:
+    /// nothing changes).
+    fileprivate mutating func lowerMaximumPacketSize(to limit: Int?) {
+        guard let limit = limit.map({ UInt32(clamping: $0) }), (maximumPacketSize ?? .max) > limit else { return }
+        removeAll(.maximumPacketSize)
+        append(.maximumPacketSize(limit))
     }
 }

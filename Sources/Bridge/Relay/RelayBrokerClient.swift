@@ -32,7 +32,6 @@ final class RelayBrokerClient {
     /// to a new publication (the broker may still hold them).
     private var reservedIDs: Set<UInt16> = []
     private let maximumInflight = 256
-    private var needsFlush = false
     private var output = OutputBatch()
     private var pinger: RepeatedTask?
     private var qos2Limit = 20
@@ -172,20 +171,15 @@ final class RelayBrokerClient {
                     write(.publish(publish))
                 }
             }
-            needsFlush = true
             onConnected?()
             pump()
         case .publish(let publish):
             let id = publish.packetIdentifier
             let loopBound = NIOLoopBound(self, eventLoop: eventLoop)
             onMessage?(Incoming(publish: publish, acknowledge: {
+                guard let id else { return }  // QoS 0: nothing to answer
                 let client = loopBound.value
-                guard let id else { return }
-                switch publish.qos {
-                case .atMostOnce: break
-                case .atLeastOnce: client.write(.pubAck(PubAck(packetIdentifier: id)))
-                case .exactlyOnce: client.write(.pubRec(PubRec(packetIdentifier: id)))
-                }
+                client.acknowledge(publish.qos, id)
                 client.flushRequest.request()
             }))
         case .pubRel(let rel):
@@ -220,14 +214,19 @@ final class RelayBrokerClient {
     /// A message too large for the relay: acknowledged at once (nothing was queued) so that the
     /// broker does not deliver it again on every reconnect and hold up what follows it.
     func oversized(_ publish: OversizedPublish) {
-        if let id = publish.packetIdentifier {
-            switch publish.qos {
-            case .atMostOnce: break
-            case .atLeastOnce: write(.pubAck(PubAck(packetIdentifier: id)))
-            case .exactlyOnce: write(.pubRec(PubRec(packetIdentifier: id)))
-            }
-        }
+        acknowledge(publish.qos, publish.packetIdentifier)
         onOversized?(publish)
+    }
+
+    /// Acknowledges a PUBLISH from the broker: QoS 1 PUBACK, QoS 2 PUBREC (its PUBREL then
+    /// goes to `onRelease`).
+    private func acknowledge(_ qos: QoS, _ id: UInt16?) {
+        guard let id else { return }
+        switch qos {
+        case .atMostOnce: break
+        case .atLeastOnce: write(.pubAck(PubAck(packetIdentifier: id)))
+        case .exactlyOnce: write(.pubRec(PubRec(packetIdentifier: id)))
+        }
     }
 
     func readComplete() { flushIfNeeded() }
@@ -319,17 +318,19 @@ final class RelayBrokerClient {
     private func write(_ packet: MQTTPacket) {
         guard let context else { return }
         output.append(packet.encode(version: version, allocator: context.channel.allocator)) { context.write(NIOAny($0), promise: nil) }
-        needsFlush = true
     }
 
     private func flush() {
-        needsFlush = false
         guard let context else { return }
-        if let batch = output.take() { context.write(NIOAny(batch), promise: nil) }
+        _ = output.endBurst { context.write(NIOAny($0), promise: nil) }
         context.flush()
     }
 
-    func flushIfNeeded() { if needsFlush { flush() } }
+    /// Flushes if anything was written since the last flush.
+    func flushIfNeeded() {
+        guard let context else { return }
+        if output.endBurst(write: { context.write(NIOAny($0), promise: nil) }) { context.flush() }
+    }
 
 }
 

@@ -696,9 +696,7 @@ final class RelayStreamEndpoint: LinkStreamEndpoint {
     private var inbound = ByteBuffer()
     private var closed = false
     private(set) var wasOpen = false
-    /// Bytes at the front of `inbound` credited to the peer already: the start of a record
-    /// that has not fully arrived (see `deliver`).
-    private var creditedAhead = 0
+    private var credit = IncompleteUnitCredit()
 
     init(peer: RelayPeer) { self.peer = peer }
 
@@ -730,19 +728,11 @@ final class RelayStreamEndpoint: LinkStreamEndpoint {
         inbound.writeBuffer(&bytes)
         do {
             while !closed, let (record, size) = try RelayRecord.read(from: &inbound) {
-                // What was credited of it while incomplete is not credited again.
-                let credited = min(size, creditedAhead)
-                creditedAhead -= credited
-                peer.received(record, size: size - credited, from: self)
+                peer.received(record, size: credit.taken(size), from: self)
             }
             inbound.discardReadBytes()
-            if !closed, inbound.readableBytes > creditedAhead {
-                // A record is still arriving: credit its bytes now, or one larger than the
-                // stream window could never complete (the peer would wait for credit, we for
-                // the rest of the record). The record size limit bounds what is held.
-                stream?.consumed(inbound.readableBytes - creditedAhead)
-                creditedAhead = inbound.readableBytes
-            }
+            // A record still arriving (bounded by the record size limit).
+            if !closed, inbound.readableBytes > 0 { stream?.consumed(credit.incomplete(buffered: inbound.readableBytes)) }
         } catch {
             stream?.reset("relay protocol error: \(error)")
             return
