@@ -71,6 +71,41 @@ struct BatchingTests {
         #expect(batch.endBurst { written.append(Array($0.readableBytesView)) } == true)
         #expect(written == [large, [5]])
     }
+
+    @Test("A burst is acknowledged at once only if it began packets and all were QoS 0 PUBLISHes")
+    func unansweredBurst() {
+        var burst = UnansweredBurst()
+        var ends: [Bool] = []
+        ends.append(burst.end())  // nothing began (e.g. the middle of a large body)
+        burst.packet(0x30); burst.packet(0x31)
+        ends.append(burst.end())
+        burst.packet(0x30); burst.packet(0x32)  // a QoS 1 PUBLISH gets a PUBACK
+        ends.append(burst.end())
+        burst.packet(0xC0)  // PINGREQ
+        ends.append(burst.end())
+        burst.packet(0x30)  // reset after each end
+        ends.append(burst.end())
+        #expect(ends == [false, true, false, false, true])
+    }
+
+    @Test("Site A follows a local client's raw bytes: a burst of QoS 0 PUBLISHes is found across any cut")
+    func scannedBursts() {
+        // CONNECT (bytes 0–14), then two QoS 0 PUBLISHes (15–23, 24–32), cut once anywhere.
+        let publish: [UInt8] = [0x30, 0x07, 0x00, 0x03, 0x61, 0x2F, 0x62, 0x68, 0x69]
+        let bytes = Array(stream[..<15]) + publish + publish
+        for cut in 1..<bytes.count {
+            var scanner = MQTTPacketBoundaryScanner()
+            var burst = UnansweredBurst()
+            var results: [Bool] = []
+            for piece in [Array(bytes[..<cut]), Array(bytes[cut...])] {
+                scanner.scan(ByteBuffer(bytes: piece)) { burst.packet($0) }
+                results.append(burst.end())
+            }
+            // The first burst holds the CONNECT (answered); the second is QoS 0 only, and
+            // asks for an ACK if a PUBLISH begins in it.
+            #expect(results == [false, cut <= 24], "cut at \(cut)")
+        }
+    }
 }
 
 @Suite("Broker framing: a PUBLISH over the limit is skipped, not buffered")

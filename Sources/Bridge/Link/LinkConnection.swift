@@ -331,7 +331,7 @@ final class LinkConnection {
                 return
             }
             node.metrics.streamsOpened.increment()
-            write(LinkFrame(.openOK, stream: id))
+            write(LinkFrame(.openOK, stream: id, payload: LinkFrame.openOKBytes))
             flush()
             stream.endpoint?.opened()
             return
@@ -362,7 +362,7 @@ final class LinkConnection {
             let environment = ProxyEnvironment(configuration: configuration, aclStore: aclStore, metrics: node.proxyMetrics, logger: streamLogger, registry: ConnectionRegistry())
             let endpoint = MQTTStreamEndpoint(stream: stream, environment: environment, origin: "\(peer.name)/\(origin)")
             stream.endpoint = endpoint
-            write(LinkFrame(.openOK, stream: id))
+            write(LinkFrame(.openOK, stream: id, payload: LinkFrame.openOKMQTT))
             flush()
         case .tcp:
             let loopBound = NIOLoopBound(self, eventLoop: node.eventLoop)
@@ -382,7 +382,7 @@ final class LinkConnection {
                     let stream = streamBound.value
                     switch result {
                     case .success:
-                        link.write(LinkFrame(.openOK, stream: id))
+                        link.write(LinkFrame(.openOK, stream: id, payload: LinkFrame.openOKBytes))
                         link.flush()
                         stream.endpoint?.opened()
                     case .failure(let error):

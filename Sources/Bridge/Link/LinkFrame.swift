@@ -17,6 +17,7 @@ public struct LinkFrame: Hashable, Sendable {
         case goAway = 0x04
         /// service name (2 + n), origin description (2 + n).
         case open = 0x10
+        /// the service's kind (1; absent from older peers): `openOKMQTT` or `openOKBytes`.
         case openOK = 0x11
         /// reason code (1), message as UTF-8.
         case openRefused = 0x12
@@ -29,6 +30,10 @@ public struct LinkFrame: Hashable, Sendable {
     }
 
     public static let finFlag: UInt8 = 0x01
+    /// OPEN_OK payloads: the stream reaches an MQTT broker through the peer's proxy, or it
+    /// carries bytes the peer does not interpret (a TCP service, the relay).
+    public static let openOKMQTT = ByteBuffer(bytes: [1])
+    public static let openOKBytes = ByteBuffer(bytes: [0])
     public static let headerSize = 10
     /// No frame may be larger; DATA is cut into pieces of at most `maximumDataPayload`.
     public static let maximumPayload = 1 << 20

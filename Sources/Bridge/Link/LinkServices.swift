@@ -167,7 +167,7 @@ final class RemoteListenerHandler: ChannelDuplexHandler {
 
     let node: LinkNode
     let configuration: RemoteListenerConfiguration
-    private let endpoint = TCPStreamEndpoint(stream: nil)
+    private let endpoint = TCPStreamEndpoint(stream: nil, watchesMQTT: true)
 
     init(node: LinkNode, configuration: RemoteListenerConfiguration) {
         self.node = node

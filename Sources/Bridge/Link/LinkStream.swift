@@ -55,6 +55,8 @@ final class LinkStream {
     let window: Int
     var endpoint: (any LinkStreamEndpoint)?
     private(set) var isOpen: Bool
+    /// The peer said (OPEN_OK) that this stream reaches an MQTT broker through its proxy.
+    private(set) var reachesMQTTBroker = false
     private(set) var sendWindow: Int
     private var consumedSinceCredit = 0
     private var receivedNotConsumed = 0
@@ -78,6 +80,7 @@ final class LinkStream {
         case .openOK:
             guard !isOpen else { return }
             isOpen = true
+            reachesMQTTBroker = frame.payload.getInteger(at: frame.payload.readerIndex, as: UInt8.self) == 1
             endpoint?.opened()
         case .openRefused:
             var payload = frame.payload
@@ -196,8 +199,17 @@ final class TCPStreamEndpoint: ChannelDuplexHandler, LinkStreamEndpoint {
     /// Peer bytes that arrived before our socket finished connecting.
     private var heldForSocket: [(ByteBuffer, Bool)] = []
     private var socketActive = false
+    /// Where a local MQTT client's bytes go to a peer's broker: the packets they carry, so that
+    /// a read burst nothing will answer is acknowledged at once. Nil when not watched.
+    private var packets: MQTTPacketBoundaryScanner?
+    private var burst = UnansweredBurst()
 
-    init(stream: LinkStream?) { self.stream = stream }
+    /// `watchesMQTT`: the accepting side of a remote listener, whose peer service may be an
+    /// MQTT broker (known at OPEN_OK; the bytes are followed from the first one until then).
+    init(stream: LinkStream?, watchesMQTT: Bool = false) {
+        self.stream = stream
+        self.packets = watchesMQTT ? MQTTPacketBoundaryScanner() : nil
+    }
 
     /// For the accepting side: the stream is opened after the local connection arrives.
     func attach(_ stream: LinkStream) {
@@ -220,11 +232,17 @@ final class TCPStreamEndpoint: ChannelDuplexHandler, LinkStreamEndpoint {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard let stream else { return }
-        if stream.isOpen { stream.send(unwrapInboundIn(data)) } else { heldForPeer.append(unwrapInboundIn(data)) }
+        let bytes = unwrapInboundIn(data)
+        packets?.scan(bytes) { burst.packet($0) }
+        if stream.isOpen { stream.send(bytes) } else { heldForPeer.append(bytes) }
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
         stream?.link.flushIfNeeded()
+        // Only QoS 0 PUBLISHes: nothing will carry our ACK back, and a client with Nagle on
+        // holds its next PUBLISH until the ACK comes (see `acknowledgeSegmentsPromptly`; the
+        // stall is up to 40 ms). Not after packets that get an answer: extra ACKs cost throughput.
+        if burst.end(), packets?.isLost == false { context.channel.acknowledgeSegmentsPromptly() }
         context.fireChannelReadComplete()
     }
 
@@ -259,6 +277,8 @@ final class TCPStreamEndpoint: ChannelDuplexHandler, LinkStreamEndpoint {
     // MARK: LinkStreamEndpoint
 
     func opened() {
+        // A TCP service: its bytes are not MQTT, stop following them.
+        if stream?.reachesMQTTBroker != true { packets = nil }
         if let stream {
             for bytes in heldForPeer { stream.send(bytes) }
             heldForPeer.removeAll()

@@ -58,7 +58,8 @@ final class ProxyConnection {
     /// one pipeline write (and, over a link, one DATA frame) per burst instead of one per packet.
     private var toClient = OutputBatch()
     private var toBroker = OutputBatch()
-    private var burstGetsAnswer = false
+    /// Anything but a QoS 0 PUBLISH gets an answer that will carry the TCP ACK.
+    private var burst = UnansweredBurst()
     private var closing = false
     private var connectTimer: Scheduled<Void>?
     private var drainTimer: Scheduled<Void>?
@@ -91,8 +92,7 @@ final class ProxyConnection {
 
     func clientFrame(_ frame: MQTTFrame) {
         environment.metrics.packet(.clientToBroker, frame.type, size: frame.size)
-        // Anything but a QoS 0 PUBLISH gets an answer that will carry the TCP ACK.
-        if frame.type != .publish || frame.flags & 0x06 != 0 { burstGetsAnswer = true }
+        burst.packet(frame.firstByte)
         let action = session.clientFrame(frame)
         if session.state != .awaitingConnect { connectTimer?.cancel(); connectTimer = nil }
         switch action {
@@ -141,8 +141,7 @@ final class ProxyConnection {
     /// then its kernel would delay our ACK and a client with Nagle on (libmosquitto) would
     /// hold its next PUBLISH until it came (see `acknowledgeSegmentsPromptly`). Resets.
     func clientBurstGetsNoAnswer() -> Bool {
-        defer { burstGetsAnswer = false }
-        return !burstGetsAnswer
+        burst.end()
     }
 
     func clientError(_ error: any Error) {

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import MQTTCodec
 import NIOCore
 
 extension Channel {
@@ -23,5 +24,24 @@ extension Channel {
         #if os(Linux)
         try? syncOptions?.setOption(ChannelOptions.Types.SocketOption(level: SocketOptionLevel(IPPROTO_TCP), name: SocketOptionName(TCP_QUICKACK)), value: 1)
         #endif
+    }
+}
+
+/// Whether a read burst from an MQTT client held only packets that nothing answers (QoS 0
+/// PUBLISHes), so that its ACK should go out at once (see `acknowledgeSegmentsPromptly`).
+struct UnansweredBurst {
+    private var sawPacket = false
+    private var getsAnswer = false
+
+    /// A packet began in this burst; `firstByte` is its fixed header's first byte.
+    mutating func packet(_ firstByte: UInt8) {
+        sawPacket = true
+        if MQTTPacketBoundaryScanner.clientPacketGetsAnswer(firstByte) { getsAnswer = true }
+    }
+
+    /// The burst ended: true if it began packets and none of them gets an answer. Resets.
+    mutating func end() -> Bool {
+        defer { sawPacket = false; getsAnswer = false }
+        return sawPacket && !getsAnswer
     }
 }
