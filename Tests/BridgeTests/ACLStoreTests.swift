@@ -16,12 +16,12 @@ struct ACLStoreTests {
         let path = try temporaryFile("user bob\ntopic read a\n")
         defer { try? FileManager.default.removeItem(atPath: path) }
         let store = try ACLStore(path: path)
-        #expect(store.current.generation == 0)
+        #expect(store.current.generation == 0 && store.generation == 0)
         #expect(!store.current.acl.decide(.client(username: "bob", clientID: "c"), topic: "b", access: .read).isAllowed)
         try "user bob\ntopic read a\ntopic read b\n".write(toFile: path, atomically: true, encoding: .utf8)
         let diff = try store.reload()
         #expect(diff.changes.map(\.description) == ["user bob gained read on b (\(path):3)"])
-        #expect(store.current.generation == 1)
+        #expect(store.current.generation == 1 && store.generation == 1)
         #expect(store.current.acl.decide(.client(username: "bob", clientID: "c"), topic: "b", access: .read).isAllowed)
     }
 
@@ -37,7 +37,7 @@ struct ACLStoreTests {
         } catch let error as ACLLoadError {
             #expect(error.description.hasPrefix("\(path):3: invalid access type"))
         }
-        #expect(store.current.generation == 0)
+        #expect(store.current.generation == 0 && store.generation == 0)
         #expect(store.current.acl.decide(.client(username: "bob", clientID: "c"), topic: "a", access: .read).isAllowed)
     }
 

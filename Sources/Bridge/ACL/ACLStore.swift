@@ -1,5 +1,6 @@
 import Foundation
 import NIOConcurrencyHelpers
+import Synchronization
 public import TopicACL
 
 /// The ACL in force, swapped atomically on reload.
@@ -15,6 +16,9 @@ public final class ACLStore: Sendable {
     }
 
     private let state: NIOLockedValueBox<Snapshot>
+    /// `current.generation`, readable without the lock: every packet a connection decides
+    /// checks it, and only a change makes it take the snapshot.
+    private let latestGeneration = Atomic<Int>(0)
     /// The file this store reloads from, if any.
     public let path: String?
 
@@ -30,12 +34,16 @@ public final class ACLStore: Sendable {
 
     public var current: Snapshot { state.withLockedValue { $0 } }
 
+    /// The generation of `current` (never older than a snapshot taken before this call).
+    public var generation: Int { latestGeneration.load(ordering: .acquiring) }
+
     /// Replaces the ACL with `new` and returns what changed.
     @discardableResult
     public func replace(with new: CompiledACL) -> ACLDiff {
         state.withLockedValue { snapshot in
             let diff = ACLDiff(from: snapshot.acl.file, to: new.file)
             snapshot = Snapshot(acl: new, generation: snapshot.generation + 1)
+            latestGeneration.store(snapshot.generation, ordering: .releasing)
             return diff
         }
     }

@@ -227,9 +227,9 @@ struct ProxySession {
     }
 
     private mutating func currentPolicy() -> ACLPolicy {
-        let snapshot = aclStore.current
-        if let policy, policyGeneration == snapshot.generation { return policy }
+        if let policy, policyGeneration == aclStore.generation { return policy }
         // First use, or the ACL was reloaded: recompile this identity's rules.
+        let snapshot = aclStore.current
         let fresh = snapshot.acl.policy(for: identity!)
         policy = fresh
         policyGeneration = snapshot.generation

@@ -653,8 +653,8 @@ final class RelayPeer {
 
     private func currentPolicy() -> ACLPolicy? {
         guard let store = service.aclStore else { return nil }
+        if let policy, policy.generation == store.generation { return policy.policy }
         let snapshot = store.current
-        if let policy, policy.generation == snapshot.generation { return policy.policy }
         let fresh = snapshot.acl.policy(for: .peer(name))
         policy = (snapshot.generation, fresh)
         return fresh
