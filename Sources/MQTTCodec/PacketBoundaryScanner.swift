@@ -68,6 +68,11 @@ extension MQTTPacketBoundaryScanner {
     /// Whether a packet whose first byte is `first`, sent by a client, gets an answer from the
     /// server: everything but a QoS 0 PUBLISH (PUBACK, PUBREC, PUBCOMP, SUBACK, UNSUBACK,
     /// PINGRESP, CONNACK; a DISCONNECT ends the connection, which acknowledges it too).
+    ///
+    /// A subscriber's PUBACK and PUBCOMP are counted as answered although nothing answers
+    /// them: the next delivery carries the ACK, and acknowledging them at once made the
+    /// subscriber send them one by one (link benchmark: QoS 1 CPU per message 20 → 29 µs,
+    /// throughput not better).
     @inlinable
     public static func clientPacketGetsAnswer(_ first: UInt8) -> Bool {
         !(first >> 4 == PacketType.publish.rawValue && first & 0x06 == 0)
