@@ -47,6 +47,16 @@ public enum MQTTPacket: Hashable, Sendable {
         return try Connect.decode(frame, options: options)
     }
 
+    /// Decodes and validates a PUBLISH frame (the bulk of any traffic) to its struct, for a
+    /// caller that has checked the frame's type and wants no enum around the result.
+    @inlinable
+    public static func decodePublish(_ frame: MQTTFrame, version: ProtocolVersion, options: DecodingOptions = .strict) throws(MQTTCodecError) -> Publish {
+        guard frame.type == .publish else {
+            throw .protocolError("fixedHeader.type", "expected PUBLISH, got \(frame.type)")
+        }
+        return try Publish.decode(frame, version: version, options: options)
+    }
+
     /// Decodes and validates one frame for a connection of the given version.
     @inlinable
     public static func decode(_ frame: MQTTFrame, version: ProtocolVersion, options: DecodingOptions = .strict) throws(MQTTCodecError) -> MQTTPacket {

@@ -176,4 +176,28 @@ struct PacketVectorTests {
         #expect(hex(bytes.getSlice(at: bytes.readerIndex, length: 4)!) == "34 a7 9c 01")
         #expect(try MQTTPacket.decode(bytes: bytes, version: .v3_1_1) == .publish(p))
     }
+
+    @Test("decodePublish: the same Publish as decode, for every version; another packet type is refused")
+    func decodePublishDirectly() throws {
+        let frames: [(String, ProtocolVersion)] = [
+            ("32 0a 00 03 61 2f 62 00 07 68 69 21", .v3_1_1),
+            ("30 08 00 03 61 2f 62 68 69 21", .v3_1),
+            ("3b 0e 00 03 61 2f 62 00 07 03 23 00 05 68 69 21", .v5),  // DUP, QoS 1, retain, alias 5
+        ]
+        for (bytes, version) in frames {
+            let frame = try MQTTFrame(validating: buffer(bytes))
+            let publish = try MQTTPacket.decodePublish(frame, version: version)
+            #expect(try MQTTPacket.decode(frame, version: version) == .publish(publish))
+        }
+        #expect(throws: MQTTCodecError.self) {
+            try MQTTPacket.decodePublish(try MQTTFrame(validating: buffer("c0 00")), version: .v3_1_1)
+        }
+        // A malformed PUBLISH fails the same way as through decode.
+        let bad = try MQTTFrame(validating: buffer("30 05 00 03 61 2b 62"))  // wildcard in the topic
+        var direct: MQTTCodecError?, viaEnum: MQTTCodecError?
+        do { _ = try MQTTPacket.decodePublish(bad, version: .v3_1_1) } catch { direct = error }
+        do { _ = try MQTTPacket.decode(bad, version: .v3_1_1) } catch { viaEnum = error }
+        #expect(direct != nil && direct == viaEnum)
+    }
 }
+

@@ -33,12 +33,15 @@ struct DecisionCache {
         }
     }
 
-    private var read: [Key: ACLDecision] = [:]
-    private var write: [Key: ACLDecision] = [:]
+    /// Only whether access is allowed: what forwarding needs. A denial's details (the rule,
+    /// the reason) are asked of the policy again when it is logged; copying the whole
+    /// decision out of the cache for every packet cost more than the lookup.
+    private var read: [Key: Bool] = [:]
+    private var write: [Key: Bool] = [:]
     private var generation = -1
 
-    /// The decision for `topic`, from the cache or from `policy` (then remembered).
-    mutating func decide(_ policy: ACLPolicy, generation: Int, topic: String, access: Access) -> ACLDecision {
+    /// Whether `policy` allows `access` to `topic`, from the cache or from `policy` (then remembered).
+    mutating func isAllowed(_ policy: ACLPolicy, generation: Int, topic: String, access: Access) -> Bool {
         if generation != self.generation {
             read.removeAll(keepingCapacity: true)
             write.removeAll(keepingCapacity: true)
@@ -48,16 +51,16 @@ struct DecisionCache {
         switch access {
         case .read:
             if let hit = read[key] { return hit }
-            let decision = policy.decide(topic: topic, access: .read)
+            let allowed = policy.decide(topic: topic, access: .read).isAllowed
             if read.count >= Self.capacity { read.removeAll(keepingCapacity: true) }
-            read[key] = decision
-            return decision
+            read[key] = allowed
+            return allowed
         case .write:
             if let hit = write[key] { return hit }
-            let decision = policy.decide(topic: topic, access: .write)
+            let allowed = policy.decide(topic: topic, access: .write).isAllowed
             if write.count >= Self.capacity { write.removeAll(keepingCapacity: true) }
-            write[key] = decision
-            return decision
+            write[key] = allowed
+            return allowed
         }
     }
 }

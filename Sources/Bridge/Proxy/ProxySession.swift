@@ -112,6 +112,17 @@ struct ProxySession {
             break
         }
         let version = self.version!
+        if frame.type == .publish {
+            // Most of the traffic: decoded straight to its struct, with no MQTTPacket around it
+            // to copy in and out of the switch below.
+            let publish: Publish
+            do {
+                publish = try MQTTPacket.decodePublish(frame, version: version, options: configuration.decodingOptions)
+            } catch {
+                return clientError(error)
+            }
+            return clientPublish(publish, version: version)
+        }
         let packet: MQTTPacket
         do {
             packet = try MQTTPacket.decode(frame, version: version, options: configuration.decodingOptions)
@@ -221,9 +232,14 @@ struct ProxySession {
     }
 
     /// A PUBLISH decision, through the per-connection cache.
-    private mutating func decide(_ topic: String, _ access: Access) -> ACLDecision {
+    private mutating func isAllowed(_ topic: String, _ access: Access) -> Bool {
         let policy = currentPolicy()
-        return decisions.decide(policy, generation: policyGeneration, topic: topic, access: access)
+        return decisions.isAllowed(policy, generation: policyGeneration, topic: topic, access: access)
+    }
+
+    /// The whole decision (deciding rule, reason) for a denial's event.
+    private mutating func explainDenial(_ topic: String, _ access: Access) -> ACLDecision {
+        currentPolicy().decide(topic: topic, access: access)
     }
 
     private mutating func currentPolicy() -> ACLPolicy {
@@ -250,11 +266,11 @@ struct ProxySession {
                 return clientError(.init(.protocolError, field: "PUBLISH.properties.topicAlias", "alias \(alias) was never set", spec: "MQTT-3.3.2-11"))
             }
         }
-        let decision = decide(topic, .write)
-        if decision.isAllowed {
+        if isAllowed(topic, .write) {
             if let id = publish.packetIdentifier { inFlightToBroker.insert(id) }
             return .forward
         }
+        let decision = explainDenial(topic, .write)
         var effects: [Effect] = [.denied(DenialEvent(kind: .publish, direction: "client_to_broker", identity: identity!, topic: topic,
                                                      rule: decision.rule?.location, reason: decision.description))]
         // Acknowledge so the client's session moves on: 5.0 says why (0x87); 3.1.x has no way to
@@ -370,6 +386,16 @@ struct ProxySession {
             return .effects(effects)
         }
         guard state == .connecting || state == .connected, let version else { return .effects([]) }
+        if frame.type == .publish {
+            // As for the client's PUBLISHes.
+            let publish: Publish
+            do {
+                publish = try MQTTPacket.decodePublish(frame, version: version, options: configuration.decodingOptions)
+            } catch {
+                return brokerError(error)
+            }
+            return brokerPublish(publish, version: version)
+        }
         let packet: MQTTPacket
         do {
             packet = try MQTTPacket.decode(frame, version: version, options: configuration.decodingOptions)
@@ -454,8 +480,8 @@ struct ProxySession {
         }
         // Overlapping and shared subscriptions can deliver what no single subscription was
         // checked for, so every delivery is checked.
-        let decision = decide(topic, .read)
-        if decision.isAllowed { return .forward }
+        if isAllowed(topic, .read) { return .forward }
+        let decision = explainDenial(topic, .read)
         var effects: [Effect] = [.denied(DenialEvent(kind: .delivery, direction: "broker_to_client", identity: identity!, topic: topic,
                                                      rule: decision.rule?.location, reason: decision.description))]
         // Acknowledge on the client's behalf so the broker does not redeliver forever.
