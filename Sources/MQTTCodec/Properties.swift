@@ -294,6 +294,10 @@ public struct Properties: Hashable, Sendable, RandomAccessCollection, Expressibl
         for case .topicAliasMaximum(let v) in elements { return v }
         return nil
     }
+    public var authenticationMethod: String? {
+        for case .authenticationMethod(let v) in elements { return v }
+        return nil
+    }
     public var receiveMaximum: UInt16? {
         for case .receiveMaximum(let v) in elements { return v }
         return nil

@@ -165,6 +165,15 @@ struct ProxySessionTests {
                 == ["client error protocol error", "close"])
     }
 
+    @Test("AUTH is forwarded only after a CONNECT that named an Authentication Method; otherwise DISCONNECT 0x82 (§4.12)")
+    func authWithoutMethod() throws {
+        let auth = frame(.auth(Auth(reasonCode: .continueAuthentication, properties: [.authenticationMethod("SCRAM-SHA-1")])), .v5)
+        var plain = try connected(.v5)
+        #expect(wire(plain.clientFrame(auth)) == ["client error protocol error", "client: e0 01 82", "close"])
+        var enhanced = try connected(.v5, connectProperties: [.authenticationMethod("SCRAM-SHA-1")])
+        #expect(enhanced.clientFrame(auth) == .forward)
+    }
+
     @Test("Malformed packets close the connection with the reason: invalid UTF-8 0x81, wildcard topic 0x82, server-only packet 0x82")
     func malformed() throws {
         var a = try connected(.v5)

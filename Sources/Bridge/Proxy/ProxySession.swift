@@ -94,6 +94,8 @@ struct ProxySession {
     private(set) var inFlightToBroker = Set<UInt16>()
     private var subscriptions = SubscriptionBook()
     private var decisions = DecisionCache()
+    /// The 5.0 CONNECT named an Authentication Method: only then may AUTH follow (§4.12).
+    private var enhancedAuthentication = false
 
     init(configuration: Configuration, aclStore: ACLStore) {
         self.configuration = configuration
@@ -149,6 +151,8 @@ struct ProxySession {
         case .disconnect:
             state = .closed
             return .effects([.toBroker(frame.bytes), .closeBoth])
+        case .auth where !enhancedAuthentication:
+            return clientError(.init(.protocolError, field: "AUTH", "AUTH without an Authentication Method in CONNECT", spec: "MQTT-4.12"))
         case .pubAck, .pubRec, .pubComp, .pingReq, .auth:
             return .forward
         case .connAck, .subAck, .unsubAck, .pingResp:
@@ -174,6 +178,7 @@ struct ProxySession {
         }
         version = connect.protocolVersion
         brokerAliases.maximum = connect.properties.topicAliasMaximum ?? 0
+        enhancedAuthentication = connect.properties.authenticationMethod != nil
 
         var rewritten = connect
         var clientID = connect.clientIdentifier
