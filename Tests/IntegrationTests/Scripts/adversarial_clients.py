@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""MQTT 5.0 packets a careless or hostile client sends, each on a fresh connection.
+"""MQTT packets a careless or hostile client sends, each on a fresh connection: 5.0 cases,
+and 3.1.1 cases (names starting "311/"), where a broken packet can only be answered by a close.
 
-usage: adversarial_v5.py CLIENT_PORT BROKER_PORT TAG
+usage: adversarial_clients.py CLIENT_PORT BROKER_PORT TAG
 
 Each case connects to CLIENT_PORT (mosquitto itself, or mqbridge in front of it), sends one
 packet after CONNECT and records what comes back (hex), with "|EOF" when the connection
@@ -49,9 +50,10 @@ def receive(sock, seconds):
         return got.hex() + '|EOF'
 
 
-def connect(port, client_id):
+def connect(port, client_id, level=5):
     sock = socket.create_connection(('127.0.0.1', port))
-    body = string(b'MQTT') + bytes([5, 0x82]) + struct.pack('>H', 60) + vbi(0) + string(client_id) + string(b'bench')
+    properties = vbi(0) if level == 5 else b''
+    body = string(b'MQTT') + bytes([level, 0x82]) + struct.pack('>H', 60) + properties + string(client_id) + string(b'bench')
     sock.sendall(packet(0x10, body))
     connack = receive_exactly(sock, 2)
     rest = receive_exactly(sock, connack[1])
@@ -71,9 +73,10 @@ def receive_exactly(sock, count):
     return data
 
 
-def publish(case, props=b'', qos=1, packet_id=1, payload=b'x', first=None, topic=None):
+def publish(case, props=b'', qos=1, packet_id=1, payload=b'x', first=None, topic=None, level=5):
     name = f'adv/{TAG}/{case}'.encode() if topic is None else topic
-    body = string(name) + (struct.pack('>H', packet_id) if qos else b'') + vbi(len(props)) + props + payload
+    properties = vbi(len(props)) + props if level == 5 else b''
+    body = string(name) + (struct.pack('>H', packet_id) if qos else b'') + properties + payload
     return packet(first if first is not None else 0x30 | (qos << 1), body)
 
 
@@ -113,6 +116,29 @@ CASES = {
 }
 
 
+def publish311(case, **arguments):
+    return publish(case.replace('311/', '311_'), level=4, **arguments)
+
+
+CASES_311 = {
+    '311/wildcard_topic': publish311('x', topic=f'adv/{TAG}/#'.encode()),
+    '311/nul_in_topic': publish311('x', topic=f'adv/{TAG}/nul\0'.encode()),
+    '311/invalid_utf8_topic': publish311('x', topic=f'adv/{TAG}/'.encode() + b'\xc3\x28'),
+    '311/qos3': publish311('311/qos3', first=0x36),
+    '311/qos1_packet_id_zero': publish311('311/qos1_packet_id_zero', packet_id=0),
+    '311/second_connect': packet(0x10, string(b'MQTT') + bytes([4, 0x02]) + struct.pack('>H', 60) + string(b'again')),
+    '311/pubrel_flags_zero': packet(0x60, struct.pack('>H', 77)),
+    '311/subscribe_flags_zero': packet(0x80, struct.pack('>H', 5) + string(b'adv/#') + bytes([0x00])),
+    '311/subscribe_qos3': packet(0x82, struct.pack('>H', 5) + string(b'adv/#') + bytes([0x03])),
+    '311/subscribe_no_filters': packet(0x82, struct.pack('>H', 5)),
+    '311/unsubscribe_no_filters': packet(0xA2, struct.pack('>H', 6)),
+    '311/five_byte_length': bytes([0x30, 0xFF, 0xFF, 0xFF, 0xFF, 0x01]),
+    '311/reserved_type_0': bytes([0x00, 0x00]),
+    '311/connack_from_client': bytes([0x20, 0x02, 0x00, 0x00]),
+    '311/valid_qos1': publish311('311/valid_qos1'),
+}
+
+
 def main():
     witness = connect(BROKER_PORT, f'witness-{TAG}-{CLIENT_PORT}'.encode())
     witness.sendall(packet(0x82, struct.pack('>H', 1) + vbi(0) + string(f'adv/{TAG}/#'.encode()) + bytes([0x00])))
@@ -120,8 +146,8 @@ def main():
     if not suback.startswith('9004'):
         raise SystemExit(f'witness SUBACK: {suback}')
     observations = {}
-    for index, (name, data) in enumerate(CASES.items()):
-        sock = connect(CLIENT_PORT, f'adv-{TAG}-{index}'.encode())
+    for index, (name, data) in enumerate(list(CASES.items()) + list(CASES_311.items())):
+        sock = connect(CLIENT_PORT, f'adv-{TAG}-{index}'.encode(), level=4 if name.startswith('311/') else 5)
         sock.sendall(data)
         observations[name] = receive(sock, 0.4)
         sock.close()
