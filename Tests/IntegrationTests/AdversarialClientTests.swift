@@ -53,7 +53,7 @@ struct AdversarialClientTests {
     /// Runs both (off the pool), then checks on the test's task.
     static func check(_ runs: @escaping @Sendable () throws -> (String, String)) async throws {
         let (directLine, bridgedLine) = try await TestEnvironment.offPool(runs)
-        let direct = try Self.object(directLine), bridged = try Self.object(bridgedLine)
+        let direct = try ScriptParity.object(directLine), bridged = try ScriptParity.object(bridgedLine)
         #expect(direct.count == Self.closes.count + Self.closes311.count + Self.forwarded.count + 1, "cases run: \(direct.keys.sorted())")
         for (name, expected) in Self.closes.merging(Self.closes311.map { ($0, "|EOF") }, uniquingKeysWith: { a, _ in a }) {
             #expect(bridged[name] as? String == expected, "\(name): through mqbridge \(String(describing: bridged[name])), directly \(String(describing: direct[name]))")
@@ -72,44 +72,18 @@ struct AdversarialClientTests {
         #expect(bridged["witness"] as? [String] == valid)
     }
 
-    static func object(_ line: String) throws -> [String: Any] {
-        guard let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] else { throw TestError("not an object: \(line)") }
-        return object
-    }
-
     static func blockingLocalProxy() throws -> (String, String) {
-        let broker = try MosquittoBroker()
-        defer { broker.stop() }
-        let acl = try TestEnvironment.temporaryFile("pattern readwrite #\n", name: "allow.acl")
-        let bridge = try BridgeProcess(["run", "--listen", "127.0.0.1:0", "--broker", "127.0.0.1:\(broker.port)", "--acl", acl])
-        defer { bridge.stop() }
-        return try runBoth(bridgedPort: bridge.port, brokerPort: broker.port, directory: FileManager.default.temporaryDirectory)
+        try ScriptParity.localProxy(acl: "pattern readwrite #\n", runBoth)
     }
 
     static func blockingRemoteProxy() throws -> (String, String) {
-        var lab = try TwoSiteLab()
-        defer { lab.stop() }
-        lab.aclText = "pattern readwrite #\n"
-        try lab.start()
-        return try runBoth(bridgedPort: lab.remotePort("broker"), brokerPort: lab.broker.port, directory: lab.directory)
+        try ScriptParity.remoteProxy(acl: "pattern readwrite #\n", runBoth)
     }
 
     /// Both runs at the same time, on one broker: the JSON line each printed.
     static func runBoth(bridgedPort: Int, brokerPort: Int, directory: URL) throws -> (String, String) {
-        let tag = UUID().uuidString.prefix(6)
-        func start(_ port: Int, _ run: String) throws -> ChildProcess {
-            try ChildProcess(["python3", TestEnvironment.script("adversarial_clients.py"), "\(port)", "\(brokerPort)", run],
-                             log: directory.appendingPathComponent("adversarial-\(run).log"))
+        try ScriptParity.runBoth("adversarial_clients.py", directPort: brokerPort, bridgedPort: bridgedPort, directory: directory, timeout: 60) { port, run in
+            ["\(port)", "\(brokerPort)", run]
         }
-        let direct = try start(brokerPort, "d\(tag)"), bridged = try start(bridgedPort, "b\(tag)")
-        defer { direct.stop(); bridged.stop() }
-        func output(_ process: ChildProcess) throws -> String {
-            guard process.wait(timeout: 60) == 0 else { throw TestError("adversarial cases failed:\n\(process.log)") }
-            guard let line = process.log.split(separator: "\n").last(where: { $0.hasPrefix("{") }) else {
-                throw TestError("no observations in:\n\(process.log)")
-            }
-            return String(line)
-        }
-        return (try output(direct), try output(bridged))
     }
 }

@@ -13,26 +13,6 @@ import Testing
 struct InteropParityTests {
     static let allowAll = "pattern readwrite #\npattern readwrite $dollar/#\n"
 
-    /// Runs the scenarios against `port`; their observations by scenario name.
-    static func start(port: Int, run: String, directory: URL) throws -> ChildProcess {
-        try ChildProcess(["python3", TestEnvironment.script("interop_parity.py"), "\(port)", run],
-                         log: directory.appendingPathComponent("interop-\(run).log"))
-    }
-
-    /// The JSON line of observations a finished run printed.
-    static func output(_ process: ChildProcess) throws -> String {
-        guard process.wait(timeout: 120) == 0 else { throw TestError("interop scenarios failed:\n\(process.log)") }
-        guard let line = process.log.split(separator: "\n").last(where: { $0.hasPrefix("{") }) else {
-            throw TestError("no observations in:\n\(process.log)")
-        }
-        return String(line)
-    }
-
-    static func observations(_ line: String) throws -> [String: Any] {
-        guard let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] else { throw TestError("not an object: \(line)") }
-        return object
-    }
-
     static func json(_ value: Any?) -> String {
         guard let value, let data = try? JSONSerialization.data(withJSONObject: value, options: [.sortedKeys, .fragmentsAllowed]) else { return "nil" }
         return String(decoding: data, as: UTF8.self)
@@ -72,25 +52,18 @@ struct InteropParityTests {
     /// Runs `scenarios` (both runs) off the pool, then compares on the test's task.
     static func check(_ scenarios: @escaping @Sendable () throws -> (String, String)) async throws {
         let (direct, bridged) = try await TestEnvironment.offPool(scenarios)
-        compare(direct: try observations(direct), bridged: try observations(bridged))
+        compare(direct: try ScriptParity.object(direct), bridged: try ScriptParity.object(bridged))
     }
 
     static func blockingLocalProxy() throws -> (String, String) {
-        let broker = try MosquittoBroker()
-        defer { broker.stop() }
-        let acl = try TestEnvironment.temporaryFile(Self.allowAll, name: "allow.acl")
-        let bridge = try BridgeProcess(["run", "--listen", "127.0.0.1:0", "--broker", "127.0.0.1:\(broker.port)", "--acl", acl])
-        defer { bridge.stop() }
-        return try runBoth(directPort: broker.port, bridgedPort: bridge.port, directory: FileManager.default.temporaryDirectory)
+        try ScriptParity.localProxy(acl: Self.allowAll, runBoth)
     }
 
     /// The scenarios against the broker and through mqbridge at the same time: both outputs.
-    static func runBoth(directPort: Int, bridgedPort: Int, directory: URL) throws -> (String, String) {
-        let tag = UUID().uuidString.prefix(6)
-        let direct = try start(port: directPort, run: "d\(tag)", directory: directory)
-        let bridged = try start(port: bridgedPort, run: "b\(tag)", directory: directory)
-        defer { direct.stop(); bridged.stop() }
-        return (try output(direct), try output(bridged))
+    static func runBoth(bridgedPort: Int, brokerPort: Int, directory: URL) throws -> (String, String) {
+        try ScriptParity.runBoth("interop_parity.py", directPort: brokerPort, bridgedPort: bridgedPort, directory: directory, timeout: 120) { port, run in
+            ["\(port)", run]
+        }
     }
 
     @Test("Remote proxy: the same 41 scenarios from site A through the TLS link to site B's broker")
@@ -99,10 +72,6 @@ struct InteropParityTests {
     }
 
     static func blockingRemoteProxy() throws -> (String, String) {
-        var lab = try TwoSiteLab()
-        defer { lab.stop() }
-        lab.aclText = Self.allowAll
-        try lab.start()
-        return try runBoth(directPort: lab.broker.port, bridgedPort: lab.remotePort("broker"), directory: lab.directory)
+        try ScriptParity.remoteProxy(acl: Self.allowAll, runBoth)
     }
 }

@@ -138,7 +138,7 @@ struct ProxySession {
         case .connect:
             return clientError(.init(.protocolError, field: "CONNECT", "a second CONNECT on one connection", spec: "MQTT-3.1.0-2"))
         case .publish(let publish):
-            return clientPublish(publish, version: version)
+            return clientPublish(publish, version: version)  // not reached: decoded above without the enum
         case .pubRel(let pubRel):
             if locallyReceivedFromClient.remove(pubRel.packetIdentifier) != nil {
                 return .effects([.toClient(MQTTPacket.pubComp(PubComp(packetIdentifier: pubRel.packetIdentifier)).encode(version: version))])
@@ -432,7 +432,7 @@ struct ProxySession {
             rewritten.properties = properties
             return .effects([.toClient(MQTTPacket.connAck(rewritten).encode(version: version))])
         case .publish(let publish):
-            return brokerPublish(publish, version: version)
+            return brokerPublish(publish, version: version)  // not reached: decoded above without the enum
         case .pubAck(let ack):
             inFlightToBroker.remove(ack.packetIdentifier)
             return .forward
