@@ -12,12 +12,13 @@ struct LoadCommand: ParsableCommand {
     @Option(help: "QoS of the publications.") var qos: Int32 = 0
     @Option(help: "Publishers.") var publishers = 4
     @Option(help: "Seconds.") var seconds: Double = 5
+    @Flag(help: "Set TCP_NODELAY on the clients (libmosquitto leaves Nagle on).") var noDelay = false
     @Option(help: "Open loop at this many messages per second (one publisher); prints latency p50/p99 instead of the rate.") var rate: Int?
 
     func run() throws {
         mosquitto_lib_init_once()
         if let rate {
-            let l = try Load.latency(host: host, port: port, subscribePort: subscribePort, qos: qos, rate: rate, seconds: seconds)
+            let l = try Load.latency(host: host, port: port, subscribePort: subscribePort, qos: qos, rate: rate, seconds: seconds, noDelay: noDelay)
             print("latency p50 \(String(format: "%.1f", l.p50)) µs, p99 \(String(format: "%.1f", l.p99)) µs (\(l.received)/\(l.sent) received)")
             return
         }

@@ -12,12 +12,15 @@ final class MosquittoClient: @unchecked Sendable {
     let connected = Atomic<Bool>(false)
     var onMessage: ((UnsafePointer<mosquitto_message>) -> Void)?
 
-    init(id: String, host: String, port: Int, username: String?, maxInflight: UInt32 = 100) throws {
+    /// `noDelay` sets TCP_NODELAY, as paho-mqtt and most newer clients do; libmosquitto's
+    /// default (Nagle on) is what old firmware does.
+    init(id: String, host: String, port: Int, username: String?, maxInflight: UInt32 = 100, noDelay: Bool = false) throws {
         guard let handle = mosquitto_new(id, true, nil) else { throw BenchError("mosquitto_new failed") }
         self.handle = handle
         mosquitto_user_data_set(handle, Unmanaged.passUnretained(self).toOpaque())
         if let username { mosquitto_username_pw_set(handle, username, nil) }
         mosquitto_max_inflight_messages_set(handle, maxInflight)
+        if noDelay { mosquitto_int_option(handle, MOSQ_OPT_TCP_NODELAY, 1) }
         mosquitto_connect_callback_set(handle) { _, object, rc in
             let client = Unmanaged<MosquittoClient>.fromOpaque(object!).takeUnretainedValue()
             if rc == 0 { client.connected.store(true, ordering: .releasing) }
@@ -145,13 +148,14 @@ enum Load {
     }
 
     /// Open-loop latency: one publisher at a fixed rate for `seconds`.
-    static func latency(host: String, port: Int, subscribePort: Int? = nil, qos: Int32, rate: Int, seconds: Double) throws -> (p50: Double, p99: Double, received: Int, sent: Int) {
+    static func latency(host: String, port: Int, subscribePort: Int? = nil, qos: Int32, rate: Int, seconds: Double,
+                        noDelay: Bool = false) throws -> (p50: Double, p99: Double, received: Int, sent: Int) {
         let total = Int(Double(rate) * seconds)
         let receiver = Receiver(capacity: total, recordLatency: true)
         let subscriber = try MosquittoClient(id: "lat-sub-\(UUID().uuidString.prefix(8))", host: host, port: subscribePort ?? port, username: "bench")
         subscriber.onMessage = { receiver.record($0) }
         subscriber.subscribe("bench/lat", qos: qos)
-        let publisher = try MosquittoClient(id: "lat-pub-\(UUID().uuidString.prefix(8))", host: host, port: port, username: "bench")
+        let publisher = try MosquittoClient(id: "lat-pub-\(UUID().uuidString.prefix(8))", host: host, port: port, username: "bench", noDelay: noDelay)
         usleep(200_000)
         var payload = [UInt8](repeating: 0x41, count: 64)
         let interval = 1_000_000_000 / UInt64(rate)
