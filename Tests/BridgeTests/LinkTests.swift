@@ -80,16 +80,23 @@ struct TwoSites {
         try? FileManager.default.removeItem(at: directory)
     }
 
+    /// Starts B alone: its link listener (port "link-b") and services, for site-a.
+    mutating func startB(services: [ServiceConfiguration]) async throws -> Int {
+        let bConfig = LinkConfiguration(identityDirectory: "", listen: HostPort(host: "127.0.0.1", port: 0),
+                                        peers: [PeerConfiguration(name: "site-a", fingerprint: a.fingerprint)], services: services)
+        let nodeB = try LinkNode(configuration: bConfig, identity: b, eventLoop: group.next(), logger: Logger(label: "test"), metrics: metricsB, aclStore: nil,
+                                 proxyMetrics: BridgeMetrics(factory: NOOPMetricsHandler.instance))
+        let box = bound
+        run([LinkServer(node: nodeB) { address in box.withLockedValue { $0["link-b"] = address.port } }])
+        return try await port("link-b")
+    }
+
     /// Starts B (link listener + services), then A (dialer + remote listeners).
     mutating func start(services: [ServiceConfiguration], remotes: [RemoteListenerConfiguration], aPins bPin: SPKIFingerprint? = nil) async throws {
         let logger = Logger(label: "test")
         let proxyMetrics = BridgeMetrics(factory: NOOPMetricsHandler.instance)
-        let bConfig = LinkConfiguration(identityDirectory: "", listen: HostPort(host: "127.0.0.1", port: 0),
-                                        peers: [PeerConfiguration(name: "site-a", fingerprint: a.fingerprint)], services: services)
-        let nodeB = try LinkNode(configuration: bConfig, identity: b, eventLoop: group.next(), logger: logger, metrics: metricsB, aclStore: nil, proxyMetrics: proxyMetrics)
         let box = bound
-        run([LinkServer(node: nodeB) { address in box.withLockedValue { $0["link-b"] = address.port } }])
-        let linkPort = try await port("link-b")
+        let linkPort = try await startB(services: services)
         let aConfig = LinkConfiguration(identityDirectory: "", peers: [PeerConfiguration(name: "site-b", fingerprint: bPin ?? b.fingerprint,
                                                                                             connect: HostPort(host: "127.0.0.1", port: linkPort))],
                                         remotes: remotes, keepalive: .milliseconds(300), reconnectInitial: .milliseconds(50))
@@ -165,6 +172,68 @@ struct LinkTests {
         await sites.stop()
     }
 
+    @Test("A paired peer that breaks the link protocol gets a RESET or GOAWAY, never a crash, and other streams keep working")
+    func misbehavingPeer() async throws {
+        var sites = try TwoSites()
+        let (echo, echoPort) = try await echoServer(sites.group)
+        let linkPort = try await sites.startB(services: [ServiceConfiguration(name: "echo", kind: .tcp, target: HostPort(host: "127.0.0.1", port: echoPort), peers: ["site-a"])])
+        let tls = try LinkTLS(identity: sites.a, trust: .pins)
+        let peer = try await RawLinkPeer.connect(port: linkPort, tls: tls, expecting: sites.b.fingerprint, group: sites.group)
+        try await peer.expect("B's HELLO") { $0.kind == .hello }
+        peer.send(LinkHello(name: "site-a", fingerprint: sites.a.fingerprint).frame)
+
+        // DATA on a stream never opened: RESET for that stream only.
+        peer.send(LinkFrame(.data, stream: 7, payload: ByteBuffer(string: "zz")))
+        try await peer.expect("RESET of stream 7") { $0.kind == .reset && $0.stream == 7 }
+
+        // A normal stream, then absurd window credit on it: the stream still echoes.
+        peer.send(LinkFrame(.open, stream: 3, payload: RawLinkPeer.openPayload(service: "echo")))
+        try await peer.expect("OPEN_OK of stream 3") { $0.kind == .openOK && $0.stream == 3 }
+        peer.send(LinkFrame(.data, stream: 3, payload: ByteBuffer(string: "abc")))
+        try await peer.expect("echo of abc") { $0.kind == .data && $0.stream == 3 && String(buffer: $0.payload) == "abc" }
+        var credit = ByteBuffer()
+        credit.writeInteger(UInt32.max)
+        for _ in 0..<3 { peer.send(LinkFrame(.window, stream: 3, payload: credit)) }
+        peer.send(LinkFrame(.data, stream: 3, payload: ByteBuffer(string: "def")))
+        try await peer.expect("echo of def") { $0.kind == .data && $0.stream == 3 && String(buffer: $0.payload) == "def" }
+
+        // DATA after the peer's own FIN: the stream is reset, not fed more bytes.
+        peer.send(LinkFrame(.open, stream: 5, payload: RawLinkPeer.openPayload(service: "echo")))
+        try await peer.expect("OPEN_OK of stream 5") { $0.kind == .openOK && $0.stream == 5 }
+        peer.send([LinkFrame(.data, flags: LinkFrame.finFlag, stream: 5, payload: ByteBuffer(string: "x")), LinkFrame(.data, stream: 5, payload: ByteBuffer(string: "y"))])
+        try await peer.expect("RESET of stream 5 for DATA after FIN") { $0.kind == .reset && $0.stream == 5 && String(buffer: $0.payload) == "DATA after FIN" }
+
+        // An OPEN for a service that is not offered: refused, the link stays.
+        peer.send(LinkFrame(.open, stream: 9, payload: RawLinkPeer.openPayload(service: "127.0.0.1:22")))
+        try await peer.expect("OPEN_REFUSED of stream 9") { $0.kind == .openRefused && $0.stream == 9 }
+        let ping = ByteBuffer(bytes: [0, 0, 0, 0, 0, 0, 0, 42])
+        peer.send(LinkFrame(.ping, payload: ping))
+        try await peer.expect("PONG") { $0.kind == .pong && $0.payload == ping }
+        #expect(!peer.closed)
+
+        // An OPEN with the acceptor's stream parity: the peer is broken; GOAWAY says why, the link goes.
+        peer.send(LinkFrame(.open, stream: 4, payload: RawLinkPeer.openPayload(service: "echo")))
+        try await peer.expect("GOAWAY that says why") { $0.kind == .goAway && String(buffer: $0.payload) == "protocol error: malformed OPEN for stream 4" }
+        try await peer.waitClosed()
+
+        // Undecodable frames end the link the same way: an unknown type, a length over the limit.
+        for (type, length) in [(UInt8(0x7F), UInt32(0)), (LinkFrame.Kind.data.rawValue, UInt32(LinkFrame.maximumPayload + 1))] {
+            let broken = try await RawLinkPeer.connect(port: linkPort, tls: tls, expecting: sites.b.fingerprint, group: sites.group)
+            try await broken.expect("B's HELLO") { $0.kind == .hello }
+            broken.send(LinkHello(name: "site-a", fingerprint: sites.a.fingerprint).frame)
+            var raw = ByteBuffer()
+            raw.writeInteger(type)
+            raw.writeInteger(UInt8(0))
+            raw.writeInteger(UInt32(1))
+            raw.writeInteger(length)
+            broken.send(raw)
+            try await broken.expect("GOAWAY for frame type \(type)") { $0.kind == .goAway && String(buffer: $0.payload).hasPrefix("protocol error: ") }
+            try await broken.waitClosed()
+        }
+        try? await echo.close()
+        await sites.stop()
+    }
+
     @Test("A wrong pinned key never brings the link up, and the refusal is counted")
     func wrongPin() async throws {
         var sites = try TwoSites()
@@ -179,4 +248,81 @@ struct LinkTests {
         try? await echo.close()
         await sites.stop()
     }
+}
+
+/// A hand-driven link peer over real TLS 1.3 with a paired identity: sends any frames,
+/// records every frame it receives.
+final class RawLinkPeer: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = LinkFrame
+    private let received = NIOLockedValueBox<[LinkFrame]>([])
+    private let isClosed = NIOLockedValueBox(false)
+    private var channel: (any Channel)?
+
+    static func connect(port: Int, tls: LinkTLS, expecting fingerprint: SPKIFingerprint, group: any EventLoopGroup) async throws -> RawLinkPeer {
+        let peer = RawLinkPeer()
+        let channel = try await ClientBootstrap(group: group).channelInitializer { channel in
+            channel.eventLoop.makeCompletedFuture {
+                try channel.pipeline.syncOperations.addHandler(try tls.makeClientHandler(allowing: [fingerprint]))
+                try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(LinkFrameDecoder()))
+                try channel.pipeline.syncOperations.addHandler(peer)
+            }
+        }.connect(host: "127.0.0.1", port: port).get()
+        peer.channel = channel
+        return peer
+    }
+
+    static func openPayload(service: String) -> ByteBuffer {
+        var payload = ByteBuffer()
+        payload.writeShortString(service)
+        payload.writeShortString("raw test peer")
+        return payload
+    }
+
+    var closed: Bool { isClosed.withLockedValue { $0 } }
+
+    func send(_ frame: LinkFrame) { send([frame]) }
+
+    /// Several frames in one write, so that the other side reads them together.
+    func send(_ frames: [LinkFrame]) {
+        var bytes = ByteBuffer()
+        for frame in frames { frame.write(to: &bytes) }
+        send(bytes)
+    }
+
+    func send(_ bytes: ByteBuffer) { channel?.writeAndFlush(bytes, promise: nil) }
+
+    /// Waits for a received frame that matches (and consumes the frames up to it).
+    func expect(_ what: String, timeout: Double = 10, _ matches: @escaping @Sendable (LinkFrame) -> Bool) async throws {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            let found = received.withLockedValue { frames -> Bool in
+                guard let index = frames.firstIndex(where: matches) else { return false }
+                frames.removeFirst(index + 1)
+                return true
+            }
+            if found { return }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        throw TestFailure("no \(what); received \(received.withLockedValue { $0.map { "\($0.kind) on \($0.stream): \(String(buffer: $0.payload))" } })")
+    }
+
+    func waitClosed(timeout: Double = 10) async throws {
+        let deadline = Date().addingTimeInterval(timeout)
+        while !closed {
+            if Date() > deadline { throw TestFailure("the link was not closed") }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let frame = unwrapInboundIn(data)
+        received.withLockedValue { $0.append(frame) }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        isClosed.withLockedValue { $0 = true }
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) { context.close(promise: nil) }
 }

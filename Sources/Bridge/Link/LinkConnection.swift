@@ -189,7 +189,7 @@ final class LinkConnection {
     private func streamFrame(_ frame: LinkFrame, peer: PeerConfiguration) {
         switch frame.kind {
         case .hello:
-            refuse(hello: true, "a second HELLO")
+            protocolViolation("a second HELLO")
         case .ping:
             write(LinkFrame(.pong, payload: frame.payload))
             needsFlush = true
@@ -218,6 +218,10 @@ final class LinkConnection {
     }
 
     func error(_ error: any Error) {
+        if let error = error as? LinkProtocolError, !isClosed {
+            protocolViolation(error.description)
+            return
+        }
         if case .handshaking = state {
             node.metrics.refusedTLS.increment()
             logger.warning("link TLS handshake refused: \(error)", metadata: ["event": "link_refused", "reason": "tls"])
@@ -249,6 +253,17 @@ final class LinkConnection {
     private func refuse(hello: Bool, _ reason: String) {
         if hello { node.metrics.refusedHello.increment() } else { node.metrics.refusedTLS.increment() }
         logger.warning("link refused: \(reason)", metadata: ["event": "link_refused", "reason": "\(hello ? "hello" : "identity")"])
+        close()
+    }
+
+    /// The authenticated peer broke the link protocol (a frame that cannot be read, an OPEN
+    /// that cannot be, a second HELLO): counted, logged, and the reason sent in a GOAWAY so
+    /// that the operator at the other end reads it in that site's log; then the link closes
+    /// (the dialler reconnects with backoff).
+    private func protocolViolation(_ reason: String) {
+        node.metrics.protocolErrors.increment()
+        logger.warning("link protocol error: \(reason); closing the link", metadata: ["event": "link_protocol_error"])
+        goAway("protocol error: \(reason)")
         close()
     }
 
@@ -319,7 +334,7 @@ final class LinkConnection {
         let peerParity: UInt32 = { if case .dialer = role { 0 } else { 1 } }()
         var payload = frame.payload
         guard id % 2 == peerParity, streams[id] == nil, let serviceName = payload.readShortString(), let origin = payload.readShortString() else {
-            refuse(hello: true, "malformed OPEN for stream \(id)")
+            protocolViolation("malformed OPEN for stream \(id)")
             return
         }
         if serviceName == RelayService.streamName {

@@ -9,6 +9,7 @@ public final class LinkMetrics: Sendable {
     public let refusedTLS: Counter
     public let refusedHello: Counter
     public let deadLinks: Counter
+    public let protocolErrors: Counter
     public let reconnects: Counter
     public let streamsOpened: Counter
     public let streamsRefused: Counter
@@ -21,6 +22,7 @@ public final class LinkMetrics: Sendable {
         refusedTLS = Counter(label: "mqbridge_link_refused_total", dimensions: [("reason", "tls")], factory: factory)
         refusedHello = Counter(label: "mqbridge_link_refused_total", dimensions: [("reason", "hello")], factory: factory)
         deadLinks = Counter(label: "mqbridge_link_dead_total", factory: factory)
+        protocolErrors = Counter(label: "mqbridge_link_protocol_errors_total", factory: factory)
         reconnects = Counter(label: "mqbridge_link_reconnects_total", factory: factory)
         streamsOpened = Counter(label: "mqbridge_link_streams_total", factory: factory)
         streamsRefused = Counter(label: "mqbridge_link_streams_refused_total", factory: factory)

@@ -87,6 +87,11 @@ final class LinkStream {
             let code = payload.readInteger(as: UInt8.self) ?? 0
             abort(reason: code == 2 ? "the peer cannot reach the service target" : "the peer does not offer this service to us")
         case .data:
+            // After FIN the peer promised no more bytes: more is a broken peer, not input.
+            if receivedFIN {
+                reset("DATA after FIN")
+                return
+            }
             receivedNotConsumed += frame.payload.readableBytes
             // A peer that ignores our window (beyond one read of slack) is broken.
             if receivedNotConsumed > window * 2 + (64 << 10) {
@@ -100,7 +105,8 @@ final class LinkStream {
             var payload = frame.payload
             guard let increment = payload.readInteger(as: UInt32.self) else { return }
             let wasClosed = sendWindow <= 0
-            sendWindow += Int(increment)
+            // Bounded, so that a peer repeating huge increments cannot overflow it.
+            sendWindow = min(sendWindow + Int(increment), Int(UInt32.max))
             if wasClosed && sendWindow > 0 { endpoint?.resumeReading() }
         case .reset:
             abort(reason: "reset by the peer: \(String(buffer: frame.payload))")
