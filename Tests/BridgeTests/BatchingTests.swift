@@ -31,6 +31,30 @@ struct BatchingTests {
         #expect(framer.bufferedBytes == 5)  // the first 5 bytes of the PUBLISH
     }
 
+    @Test("An incomplete packet kept between reads is a copy: the read buffer is not held (NIOSSL reuses it)")
+    func keepsNoReadBuffer() throws {
+        var framer = InlineFramer(MQTTFrameDecoder(configuration: .server()))
+        let read = ByteBuffer(bytes: stream[..<20])
+        var frames: [MQTTFrame] = []
+        framer.feed(read, while: { true }, onFrame: { frames.append($0) }, onError: { Issue.record("\($0)") })
+        #expect(frames.map(\.type) == [.connect])
+        #expect(framer.bufferedBytes == 5)
+        /// Whether `kept` points into the memory of `read`.
+        func shares(_ kept: ByteBuffer, _ read: ByteBuffer) -> Bool {
+            let start = UInt(bitPattern: kept.withVeryUnsafeBytes { $0.baseAddress })
+            return read.withVeryUnsafeBytes { bytes in
+                let base = UInt(bitPattern: bytes.baseAddress)
+                return start >= base && start < base + UInt(bytes.count)
+            }
+        }
+        #expect(!shares(framer.pendingBytes, read))
+        // A read consumed whole leaves nothing of it behind either.
+        let whole = ByteBuffer(bytes: stream[20...])
+        framer.feed(whole, while: { true }, onFrame: { frames.append($0) }, onError: { Issue.record("\($0)") })
+        #expect(frames.map(\.type) == [.connect, .publish, .pingreq])
+        #expect(!shares(framer.pendingBytes, whole))
+    }
+
     @Test("A framing error is thrown once; nothing is framed after it")
     func errorStops() throws {
         var framer = InlineFramer(MQTTFrameDecoder(configuration: .server()))

@@ -1,5 +1,6 @@
 @testable import Bridge
 import Foundation
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import Testing
@@ -42,6 +43,44 @@ struct DurableQueueTests {
         // may have been sent ahead of the disk.
         let (next, _) = reopened.append(message(1), on: loop)
         #expect(next == 101 + DurableQueue.earlySendWindow)
+        reopened.close()
+    }
+
+    @Test("Appends without futures hear once per written batch how far the disk has caught up, in order, and the records are on disk")
+    func batchNotification() async throws {
+        let dir = directory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let queue = try DurableQueue(configuration: .init(directory: dir))
+        let heard = NIOLockedValueBox<[UInt64]>([])
+        queue.onDurable { upTo, error in
+            #expect(error == nil)
+            heard.withLockedValue { $0.append(upTo) }
+        }
+        var sequences: [UInt64] = []
+        // Some with a property block (content type "x"), to check where the kept slices begin.
+        func withProperties(_ i: Int) -> RelayMessage {
+            var m = message(i, size: 16 + i % 7)
+            if i % 3 == 0 { m.properties = ByteBuffer(bytes: [0x03, 0x00, 0x01, 0x78]) }
+            return m
+        }
+        for i in 0..<500 {
+            if case .success(let sequence) = queue.tryAppend(withProperties(i)) { sequences.append(sequence) }
+        }
+        #expect(sequences == Array(1...500))
+        let live = queue.pending(after: 0, limit: 1000)
+        #expect(live.map(\.payload) == (0..<500).map { withProperties($0).payload })
+        #expect(live.map(\.properties) == (0..<500).map { withProperties($0).properties })
+        #expect(live.map(\.topic) == (0..<500).map { "t/\($0)" })
+        let deadline = Date().addingTimeInterval(10)
+        while heard.withLockedValue({ $0.last }) != 500 && Date() < deadline { try await Task.sleep(for: .milliseconds(5)) }
+        let notes = heard.withLockedValue { $0 }
+        #expect(notes.last == 500)
+        #expect(notes == notes.sorted(), "\(notes)")
+        // Fewer notes than messages: one per fsync'd batch.
+        #expect(notes.count < 500, "\(notes.count) notes")
+        queue.close()
+        let reopened = try DurableQueue(configuration: .init(directory: dir))
+        #expect(reopened.pending(after: 0, limit: 1000).map(\.payload) == live.map(\.payload))
         reopened.close()
     }
 

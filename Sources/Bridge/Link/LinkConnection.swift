@@ -38,6 +38,8 @@ final class LinkConnection {
     private var handshakeTimer: Scheduled<Void>?
     private var needsFlush = false
     private var output: ByteBuffer?
+    /// Bytes of the last batch passed down the pipeline: the next batch's starting capacity.
+    private var lastOutputSize = 0
     private var logger: Logger
     /// Called once the link is up (dialer: to reset backoff) and once it has closed.
     var onUp: (() -> Void)?
@@ -282,11 +284,34 @@ final class LinkConnection {
     /// Frames are gathered into one buffer until flush: NIOSSL makes a TLS record (and an
     /// AEAD seal) of every buffer written to it, and most frames carry one small MQTT packet.
     func write(_ frame: LinkFrame) {
-        guard let context else { return }
-        if output == nil {
-            output = context.channel.allocator.buffer(capacity: max(Self.initialOutputCapacity, LinkFrame.headerSize + frame.payload.readableBytes))
-        }
+        guard prepareOutput(for: frame.payload.readableBytes) else { return }
         frame.write(to: &output!)
+        finishWrite()
+    }
+
+    /// Writes a frame whose payload (`payloadSize` bytes) `encode` appends in place.
+    func writeFrame(_ kind: LinkFrame.Kind, flags: UInt8 = 0, stream: UInt32, payloadSize: Int, _ encode: (inout ByteBuffer) -> Void) {
+        guard prepareOutput(for: payloadSize) else { return }
+        output!.writeMultipleIntegers(kind.rawValue, flags, stream, UInt32(payloadSize))
+        let start = output!.writerIndex
+        encode(&output!)
+        assert(output!.writerIndex - start == payloadSize, "a frame's payload must be as long as its header says")
+        finishWrite()
+    }
+
+    private func prepareOutput(for payloadSize: Int) -> Bool {
+        guard let context else { return false }
+        if output == nil {
+            // As large as the last batch was (up to where it is passed on anyway), so a steady
+            // stream of small frames is not copied through a chain of doubling reallocations.
+            let capacity = max(Self.initialOutputCapacity, min(lastOutputSize, Self.maximumGathered), LinkFrame.headerSize + payloadSize)
+            output = context.channel.allocator.buffer(capacity: capacity)
+        }
+        output!.reserveCapacity(minimumWritableBytes: LinkFrame.headerSize + payloadSize)
+        return true
+    }
+
+    private func finishWrite() {
         needsFlush = true
         if output!.readableBytes >= Self.maximumGathered { passOutput() }
     }
@@ -298,6 +323,7 @@ final class LinkConnection {
     private func passOutput() {
         guard let buffer = output else { return }
         output = nil
+        lastOutputSize = buffer.readableBytes
         guard let context, buffer.readableBytes > 0 else { return }
         node.metrics.bytesToPeer.increment(by: Int64(buffer.readableBytes))
         context.write(NIOAny(buffer), promise: nil)

@@ -54,10 +54,8 @@ public struct LinkFrame: Hashable, Sendable {
     public var isFIN: Bool { flags & Self.finFlag != 0 }
 
     public func write(to buffer: inout ByteBuffer) {
-        buffer.writeInteger(kind.rawValue)
-        buffer.writeInteger(flags)
-        buffer.writeInteger(stream)
-        buffer.writeInteger(UInt32(payload.readableBytes))
+        buffer.reserveCapacity(minimumWritableBytes: Self.headerSize + payload.readableBytes)
+        buffer.writeMultipleIntegers(kind.rawValue, flags, stream, UInt32(payload.readableBytes))
         buffer.writeImmutableBuffer(payload)
     }
 }

@@ -126,6 +126,20 @@ final class LinkStream {
         }
     }
 
+    /// Sends `size` bytes that `encode` appends, written straight into the link's output (one
+    /// copy instead of two for a small unit such as a relay record).
+    func send(size: Int, _ encode: (inout ByteBuffer) -> Void) {
+        guard !finished, !sentFIN, size > 0 else { return }
+        guard size <= LinkFrame.maximumDataPayload else {
+            var buffer = ByteBufferAllocator().buffer(capacity: size)
+            encode(&buffer)
+            send(buffer)
+            return
+        }
+        sendWindow -= size
+        link.writeFrame(.data, stream: id, payloadSize: size, encode)
+    }
+
     /// The local source ended: tell the peer no more bytes follow.
     func sendFIN() {
         guard !finished, !sentFIN else { return }

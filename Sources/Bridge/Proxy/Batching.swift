@@ -14,9 +14,16 @@ extension LinkFrameDecoder: IncrementalFrameDecoder {}
 /// Frames a byte stream that arrives in pieces (MQTT packets, link frames) inside the handler
 /// that consumes them: a frame goes straight to its consumer instead of through a pipeline
 /// hop boxed in an NIOAny (a large share of the per-packet cost with small packets).
+///
+/// What stays between reads (an incomplete frame) is copied out of the read buffer: the
+/// channel, and above all NIOSSL, which reuses one plaintext buffer for every read, would
+/// otherwise find its buffer shared on the next read and copy it whole, growing it each time
+/// (measured: site B's relay reached 265 MB and spent 57 % of its CPU copying).
 struct InlineFramer<Decoder: IncrementalFrameDecoder> {
     private var decoder: Decoder
-    private var buffer = ByteBuffer()
+    private var buffer = ByteBuffer.noBytes
+    /// `buffer` is the caller's read buffer (adopted without a copy), not storage of our own.
+    private var adopted = false
     /// After a framing error nothing more is framed: the connection is being closed.
     private(set) var failed = false
 
@@ -24,13 +31,17 @@ struct InlineFramer<Decoder: IncrementalFrameDecoder> {
 
     /// Bytes received and not yet framed.
     var bufferedBytes: Int { buffer.readableBytes }
+    /// Those bytes (for tests).
+    var pendingBytes: ByteBuffer { buffer }
 
     mutating func append(_ bytes: ByteBuffer) {
         guard !failed else { return }
         if buffer.readableBytes == 0 {
             buffer = bytes  // the common case: adopt the read buffer, no copy
+            adopted = true
         } else {
             buffer.writeImmutableBuffer(bytes)
+            adopted = false
         }
     }
 
@@ -41,7 +52,7 @@ struct InlineFramer<Decoder: IncrementalFrameDecoder> {
             return try decoder.nextFrame(from: &buffer)
         } catch {
             failed = true
-            buffer = ByteBuffer()
+            buffer = .noBytes
             throw error
         }
     }
@@ -60,9 +71,25 @@ struct InlineFramer<Decoder: IncrementalFrameDecoder> {
         compact()
     }
 
-    /// End of a burst: keep only the bytes of an incomplete packet, not the whole read buffer.
+    /// End of a burst: keep only the bytes of an incomplete packet, in storage of our own.
     mutating func compact() {
-        buffer = buffer.readableBytes == 0 ? ByteBuffer() : buffer.slice()
+        if buffer.readableBytes == 0 {
+            buffer = .noBytes
+        } else if adopted {
+            buffer = ByteBuffer(copying: buffer)
+        }
+        adopted = false
+    }
+}
+
+extension ByteBuffer {
+    /// One empty buffer to hold when nothing is pending, instead of allocating one each time.
+    static let noBytes = ByteBuffer()
+
+    /// The readable bytes in storage of their own (nothing else shares it).
+    init(copying other: ByteBuffer) {
+        self = ByteBufferAllocator().buffer(capacity: other.readableBytes)
+        self.writeImmutableBuffer(other)
     }
 }
 

@@ -75,6 +75,11 @@ public final class DurableQueue: @unchecked Sendable {
         var durableUpTo: UInt64 = 0
         /// QoS 2 deliveries from the broker not yet released: broker packet id → sequence.
         var unreleased: [UInt16: UInt64] = [:]
+        /// A segment may have no pending message left (or a new one was started): the writer
+        /// looks for segments to delete. Not on every batch: that listed the directory each time.
+        var segmentsMayBeFree = true
+        /// Told once per written batch how far the disk has caught up (see `onDurable`).
+        var onDurable: (@Sendable (UInt64, AppendError?) -> Void)?
     }
 
     public let configuration: Configuration
@@ -217,31 +222,58 @@ public final class DurableQueue: @unchecked Sendable {
     /// As `append`, but a full or closed queue is reported at once, not through the future.
     public func tryAppend(_ message: RelayMessage, on eventLoop: any EventLoop) -> Result<(UInt64, EventLoopFuture<Void>), AppendError> {
         let promise = eventLoop.makePromise(of: Void.self)
+        switch enqueue(message, promise: promise) {
+        case .success(let sequence):
+            return .success((sequence, promise.futureResult))
+        case .failure(let error):
+            promise.fail(error)
+            return .failure(error)
+        }
+    }
+
+    /// Appends without a future per message: `onDurable` hears when it is on disk. For the
+    /// relay's hot path, where a promise, its callback and a hop to the event loop for every
+    /// message cost more than writing it.
+    public func tryAppend(_ message: RelayMessage) -> Result<UInt64, AppendError> {
+        enqueue(message, promise: nil)
+    }
+
+    /// Called from the writer thread after each batch of `tryAppend(_:)` records: every
+    /// message up to the sequence is on disk, or, with an error, the batch up to it failed.
+    /// Set it before appending.
+    public func onDurable(_ handler: @escaping @Sendable (UInt64, AppendError?) -> Void) {
+        state.withLockedValue { $0.onDurable = handler }
+    }
+
+    private func enqueue(_ message: RelayMessage, promise: EventLoopPromise<Void>?) -> Result<UInt64, AppendError> {
         let result: Result<UInt64, AppendError> = state.withLockedValue { state in
             guard !state.closed else { return .failure(.closed) }
             guard state.queuedBytes + message.encodedSize <= configuration.maximumBytes else { return .failure(.full) }
             var message = message
             message.sequence = state.nextSequence
             state.nextSequence += 1
+            var record = ByteBufferAllocator().buffer(capacity: 1 + message.encodedSize)
+            record.writeInteger(RecordType.message.rawValue)
+            let start = record.writerIndex
+            message.write(to: &record)
+            // Keep the properties and payload as slices of this record, not of the broker's
+            // read buffer: a slice held until the peer acknowledges pins a whole read buffer
+            // and makes the channel allocate a new one for every read.
+            let propertiesAt = start + RelayMessage.propertiesOffset(topicLength: message.topic.utf8.count)
+            message.properties = record.getSlice(at: propertiesAt, length: message.properties.readableBytes)!
+            message.payload = record.getSlice(at: propertiesAt + message.properties.readableBytes + 4, length: message.payload.readableBytes)!
             state.pending[message.sequence] = message
             if message.brokerPacketID != 0 { state.unreleased[message.brokerPacketID] = message.sequence }
             state.order.append(message.sequence)
             state.queuedBytes += message.encodedSize
-            var record = ByteBuffer()
-            record.writeInteger(RecordType.message.rawValue)
-            message.write(to: &record)
             state.batch.append(PendingWrite(bytes: record, promise: promise, sequence: message.sequence))
             return .success(message.sequence)
         }
-        switch result {
-        case .success(let sequence):
+        if case .success = result {
             wakeWriter.lock()
             wakeWriter.unlock(withValue: 1)
-            return .success((sequence, promise.futureResult))
-        case .failure(let error):
-            promise.fail(error)
-            return .failure(error)
         }
+        return result
     }
 
     /// Whether a QoS 2 PUBLISH with this broker packet id is already safely queued (a
@@ -279,7 +311,7 @@ public final class DurableQueue: @unchecked Sendable {
     public func acknowledge(_ sequences: [UInt64]) {
         guard !sequences.isEmpty else { return }
         state.withLockedValue { state in
-            var record = ByteBuffer()
+            var record = ByteBufferAllocator().buffer(capacity: 1 + 8 * sequences.count)
             record.writeInteger(RecordType.acknowledgement.rawValue)
             for sequence in sequences {
                 guard let message = state.pending.removeValue(forKey: sequence) else { continue }
@@ -287,7 +319,11 @@ public final class DurableQueue: @unchecked Sendable {
                 record.writeInteger(sequence)
                 if let segment = state.segmentOf.removeValue(forKey: sequence) {
                     state.pendingPerSegment[segment, default: 1] -= 1
-                    if state.pendingPerSegment[segment] == 0 { state.pendingPerSegment[segment] = nil }
+                    if state.pendingPerSegment[segment] == 0 {
+                        state.pendingPerSegment[segment] = nil
+                        // The current segment stays however empty; an older one can go.
+                        if segment != state.currentSegment { state.segmentsMayBeFree = true }
+                    }
                 }
             }
             if record.readableBytes > 1 { state.batch.append(PendingWrite(bytes: record, promise: nil, sequence: nil)) }
@@ -390,13 +426,17 @@ public final class DurableQueue: @unchecked Sendable {
                 defer { state.batch.removeAll(keepingCapacity: true) }
                 return (state.batch, state.closed)
             }
-            if !batch.isEmpty { flush(batch) }
+            if !batch.isEmpty {
+                flush(batch)
+            } else if state.withLockedValue({ $0.segmentsMayBeFree }) {
+                deleteAcknowledgedSegments()
+            }
             if closed { return }
         }
     }
 
     private func flush(_ batch: [PendingWrite]) {
-        var out = ByteBuffer()
+        var out = ByteBufferAllocator().buffer(capacity: batch.reduce(0) { $0 + 8 + $1.bytes.readableBytes })
         for write in batch {
             out.writeInteger(UInt32(write.bytes.readableBytes))
             out.writeInteger(CRC32.checksum(write.bytes))
@@ -422,22 +462,25 @@ public final class DurableQueue: @unchecked Sendable {
         if syncMilliseconds > 500 { onSlowSync?(syncMilliseconds, batch.count) }
         // The records are in the current segment: note it for every message still pending
         // (one acknowledged meanwhile needs no note), before any rotation.
-        let rotateTo: Int? = state.withLockedValue { state in
-            if failure == nil, let last = batch.last(where: { $0.sequence != nil })?.sequence { state.durableUpTo = max(state.durableUpTo, last) }
+        let lastSequence = batch.last(where: { $0.sequence != nil })?.sequence
+        let (rotateTo, onDurable, deleteSegments): (Int?, (@Sendable (UInt64, AppendError?) -> Void)?, Bool) = state.withLockedValue { state in
+            if failure == nil, let lastSequence { state.durableUpTo = max(state.durableUpTo, lastSequence) }
             for write in batch {
                 guard let sequence = write.sequence, state.pending[sequence] != nil else { continue }
                 state.segmentOf[sequence] = state.currentSegment
                 state.pendingPerSegment[state.currentSegment, default: 0] += 1
             }
             state.currentSegmentBytes += out.readableBytes
-            guard state.currentSegmentBytes >= configuration.segmentSize else { return nil }
+            let deleteSegments = state.segmentsMayBeFree
+            state.segmentsMayBeFree = false
+            guard state.currentSegmentBytes >= configuration.segmentSize else { return (nil, state.onDurable, deleteSegments) }
             state.currentSegment += 1
             state.currentSegmentBytes = 0
             var floorRecord = ByteBuffer()
             floorRecord.writeInteger(RecordType.sequenceFloor.rawValue)
             floorRecord.writeInteger(state.nextSequence)
             state.batch.insert(PendingWrite(bytes: floorRecord, promise: nil, sequence: nil), at: 0)
-            return state.currentSegment
+            return (state.currentSegment, state.onDurable, true)
         }
         // One hop to the event loop for the whole batch, not one per record (completing a
         // promise from another thread enqueues a task on its loop each time).
@@ -453,8 +496,11 @@ public final class DurableQueue: @unchecked Sendable {
         } else {
             complete()
         }
+        if let lastSequence, let onDurable, batch.contains(where: { $0.sequence != nil && $0.promise == nil }) {
+            onDurable(lastSequence, failure.map { AppendError.io($0) })
+        }
         if let rotateTo { try? openSegment(rotateTo) }
-        deleteAcknowledgedSegments()
+        if deleteSegments { deleteAcknowledgedSegments() }
     }
 
     /// Removes segments (other than the current one) with nothing left to deliver.

@@ -255,6 +255,16 @@ final class RelayBrokerClient {
     }
 
     func publish(_ outgoing: Outgoing) {
+        if outgoing.publish.qos == .atMostOnce && connected && waitingHead == waiting.count {
+            // Nothing queued ahead and nothing to track: straight out, without a round
+            // through the waiting list.
+            var publish = outgoing.publish
+            publish.packetIdentifier = nil
+            write(.publish(publish))
+            outgoing.onAcknowledged()
+            flushRequest.request()
+            return
+        }
         waiting.append(outgoing)
         pump()
     }

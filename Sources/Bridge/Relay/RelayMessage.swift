@@ -36,25 +36,26 @@ public struct RelayMessage: Sendable, Equatable {
     /// Bytes on disk and on the wire (without framing).
     public var encodedSize: Int { 8 + 2 + topic.utf8.count + 1 + 1 + 4 + properties.readableBytes + 4 + payload.readableBytes + 8 + 4 + 2 }
 
+    /// Where the properties begin in what `write(to:)` writes (sequence, topic, QoS, retain,
+    /// properties length come first).
+    static func propertiesOffset(topicLength: Int) -> Int { 8 + 2 + topicLength + 1 + 1 + 4 }
+
     public func write(to buffer: inout ByteBuffer) {
-        buffer.writeInteger(sequence)
-        buffer.writeInteger(UInt16(topic.utf8.count))
+        // Fields are written in groups: one capacity check per group, not per field.
+        buffer.reserveCapacity(minimumWritableBytes: encodedSize)
+        buffer.writeMultipleIntegers(sequence, UInt16(topic.utf8.count))
         buffer.writeString(topic)
-        buffer.writeInteger(qos)
-        buffer.writeInteger(UInt8(retain ? 1 : 0))
-        buffer.writeInteger(UInt32(properties.readableBytes))
+        buffer.writeMultipleIntegers(qos, UInt8(retain ? 1 : 0), UInt32(properties.readableBytes))
         buffer.writeImmutableBuffer(properties)
         buffer.writeInteger(UInt32(payload.readableBytes))
         buffer.writeImmutableBuffer(payload)
-        buffer.writeInteger(queuedAt)
-        buffer.writeInteger(expirySeconds)
-        buffer.writeInteger(brokerPacketID)
+        buffer.writeMultipleIntegers(queuedAt, expirySeconds, brokerPacketID)
     }
 
     public static func read(from buffer: inout ByteBuffer) -> RelayMessage? {
         guard let sequence = buffer.readInteger(as: UInt64.self),
               let topicLength = buffer.readInteger(as: UInt16.self),
-              let topicBytes = buffer.readBytes(length: Int(topicLength)), let topic = String(validating: topicBytes, as: UTF8.self),
+              let topic = try? buffer.readUTF8ValidatedString(length: Int(topicLength)),
               let qos = buffer.readInteger(as: UInt8.self), qos <= 2,
               let retain = buffer.readInteger(as: UInt8.self),
               let propertiesLength = buffer.readInteger(as: UInt32.self), let properties = buffer.readSlice(length: Int(propertiesLength)),

@@ -129,7 +129,10 @@ final class RelayService {
             service.logger.error("relay dropped a message of \(publish.size) bytes on \"\(publish.topic)\": larger than the relay's limit (\(RelayBrokerClient.maximumPacketSize) bytes); acknowledged to the broker so it does not block the session",
                                  metadata: ["event": "relay_dropped", "reason": "too_large", "topic": "\(publish.topic)", "bytes": "\(publish.size)"])
         }
-        for peer in peers.values { broker.reserve(peer.recoveredPacketIDs) }
+        for peer in peers.values {
+            broker.reserve(peer.recoveredPacketIDs)
+            peer.start()
+        }
         broker.onConnected = {
             let service = loopBound.value
             service.logger.notice("relay connected to the local broker", metadata: ["event": "relay_broker_connected", "broker": "\(service.configuration.broker)"])
@@ -235,7 +238,8 @@ final class RelayService {
             echoes = echoes.filter { $0.value.expires > now }
             echoSweep = now + .seconds(10)
         }
-        let key = EchoKey(topic: topic, payload: payload)
+        // Kept for up to a minute: a copy, not a slice that would pin a whole read buffer.
+        let key = EchoKey(topic: topic, payload: ByteBuffer(copying: payload))
         echoes[key] = ((echoes[key]?.count ?? 0) + 1, now + .seconds(60))
     }
 
@@ -300,12 +304,25 @@ final class RelayPeer {
     private var tokens = 0.0
     private var lastRefill = NIODeadline.now()
     private lazy var pumpRequest = CoalescedAction(on: service.eventLoop) { [weak self] in self?.pump() }
+    /// Queued messages not yet on disk, in sequence order, with their broker acknowledgement.
+    private var awaitingDisk: [(sequence: UInt64, intake: RelayIntake)] = []
+    private var awaitingDiskHead = 0
     /// `when_full: block`: messages waiting for room (their broker acknowledgement waits too).
     private var blocked: [(RelayMessage, RelayIntake)] = []
     private var inProgress: Set<Key> = []
     private var pendingAcknowledgements: [UInt64: [(sequence: UInt64, outcome: RelayRecord.Outcome)]] = [:]
     private lazy var acknowledgementRequest = CoalescedAction(on: service.eventLoop) { [weak self] in self?.sendAcknowledgements() }
     private var policy: (generation: Int, policy: ACLPolicy)?
+    /// Per topic from the local broker: the index of the `out` rule taking it, and the wire topic.
+    private var outgoingMemo = TopicMemo<(Int, String)?>()
+    private enum Acceptance {
+        case accepted(rule: Int, local: String)
+        case noRule
+        case denied
+    }
+    /// Per wire topic from the peer: accepted (rule index, local topic) or refused.
+    private var acceptanceMemo = TopicMemo<Acceptance>()
+    private var acceptanceGeneration = -1
 
     init(service: RelayService, name: String, rules: [RelayRule], queue: DurableQueue?, ledger: DeliveryLedger?) {
         self.service = service
@@ -321,10 +338,13 @@ final class RelayPeer {
 
     /// The first `out` rule for a local topic, and the topic on the wire.
     func outgoing(_ topic: String) -> (RelayRule, String)? {
-        for (rule, filter) in outRules where filter.matches(topic) {
-            if let wire = TopicMapping.remap(topic, from: rule.localPrefix, to: rule.remotePrefix) { return (rule, wire) }
+        let found = outgoingMemo.value(for: topic) { () -> (Int, String)? in
+            for (index, (rule, filter)) in outRules.enumerated() where filter.matches(topic) {
+                if let wire = TopicMapping.remap(topic, from: rule.localPrefix, to: rule.remotePrefix) { return (index, wire) }
+            }
+            return nil
         }
-        return nil
+        return found.map { (outRules[$0.0].rule, $0.1) }
     }
 
     // MARK: Sending
@@ -351,9 +371,43 @@ final class RelayPeer {
     }
 
     /// Appends; false when the queue is full under the `block` policy.
+    /// Hears from the queue's writer thread how far the disk has caught up.
+    func start() {
+        guard let queue else { return }
+        let loopBound = NIOLoopBound(self, eventLoop: service.eventLoop)
+        let eventLoop = service.eventLoop
+        queue.onDurable { upTo, error in
+            eventLoop.execute { loopBound.value.madeDurable(upTo: upTo, error: error) }
+        }
+    }
+
+    /// Messages up to `upTo` are on disk: acknowledge them to the broker, and let QoS 2 go to
+    /// the peer (see DurableQueue.pending). On a write error they are not acknowledged, so
+    /// they are not lost: the broker still holds them for our session, and reconnecting makes
+    /// it send them again.
+    private func madeDurable(upTo: UInt64, error: DurableQueue.AppendError?) {
+        var index = awaitingDiskHead
+        while index < awaitingDisk.count && awaitingDisk[index].sequence <= upTo {
+            if error == nil { awaitingDisk[index].intake.done() }
+            index += 1
+        }
+        awaitingDiskHead = index
+        if awaitingDiskHead > 1024 && awaitingDiskHead * 2 > awaitingDisk.count {
+            awaitingDisk.removeFirst(awaitingDiskHead)
+            awaitingDiskHead = 0
+        }
+        if let error {
+            logger.error("relay queue write failed: \(error); reconnecting to the broker so it redelivers",
+                         metadata: ["event": "relay_queue_error", "peer": "\(name)"])
+            service.broker.reconnect()
+        } else {
+            schedulePump()
+        }
+    }
+
     private func tryAppend(_ message: RelayMessage, intake: RelayIntake) -> Bool {
         guard let queue else { return true }
-        var result = queue.tryAppend(message, on: service.eventLoop)
+        var result = queue.tryAppend(message)
         if case .failure(.full) = result, service.configuration.whenFull == .dropOldest {
             let dropped = queue.dropOldest(toFit: message.encodedSize)
             metrics.droppedFull.increment(by: Int64(dropped.count))
@@ -361,7 +415,7 @@ final class RelayPeer {
             logger.warning("relay queue to \(name) is full: dropped the \(dropped.count) oldest messages (when_full: drop_oldest)",
                            metadata: ["event": "relay_dropped", "reason": "queue_full", "peer": "\(name)", "count": "\(dropped.count)",
                                       "oldest_topic": "\(dropped.first?.topic ?? "")"])
-            result = queue.tryAppend(message, on: service.eventLoop)
+            result = queue.tryAppend(message)
             if case .failure(.full) = result {
                 metrics.droppedFull.increment()
                 logger.warning("relay message of \(message.encodedSize) bytes is larger than the whole queue: dropped",
@@ -371,28 +425,12 @@ final class RelayPeer {
             }
         }
         switch result {
-        case .success(let (_, written)):
+        case .success(let sequence):
             metrics.queued.increment()
             // QoS 1 may leave before it is on disk (see DurableQueue.pending).
             if message.qos == 1 { schedulePump() }
-            let loopBound = NIOLoopBound(self, eventLoop: service.eventLoop)
-            let intakeBound = NIOLoopBound(intake, eventLoop: service.eventLoop)
-            written.whenComplete { result in
-                let peer = loopBound.value
-                let intake = intakeBound.value
-                switch result {
-                case .success:
-                    intake.done()
-                    // Only now may it go to the peer (see DurableQueue.pending).
-                    peer.schedulePump()
-                case .failure(let error):
-                    // Not acknowledged to the broker, so it is not lost: the broker still
-                    // holds it for our session. Reconnecting makes the broker send it again.
-                    peer.logger.error("relay queue write failed: \(error); reconnecting to the broker so it redelivers",
-                                      metadata: ["event": "relay_queue_error", "peer": "\(peer.name)"])
-                    peer.service.broker.reconnect()
-                }
-            }
+            // Acknowledged to the broker once on disk (`madeDurable`).
+            awaitingDisk.append((sequence, intake))
             return true
         case .failure(.full):
             return false
@@ -553,8 +591,11 @@ final class RelayPeer {
     }
 
     private func receive(_ message: RelayMessage, epoch: UInt64, floor: UInt64, size: Int, from stream: RelayStreamEndpoint) {
-        let key = Key(epoch: epoch, sequence: message.sequence)
-        let queued = message.sequence != 0
+        // The closures below capture `sequence`, never `message`: its payload is a slice of the
+        // link's TLS read buffer, which must not be kept (see InlineFramer).
+        let sequence = message.sequence
+        let key = Key(epoch: epoch, sequence: sequence)
+        let queued = sequence != 0
         if queued, let ledger {
             ledger.forget(epoch: epoch, below: floor)
             if ledger.contains(epoch: epoch, sequence: message.sequence) {
@@ -571,19 +612,21 @@ final class RelayPeer {
                 return
             }
         }
-        guard let (rule, local) = incoming(message.topic) else {
-            refuse(message, key: key, .noRule, "no relay rule of this site accepts \"\(message.topic)\" from \(name)", size: size, stream: stream)
-            return
-        }
-        guard let policy = currentPolicy() else {
-            refuse(message, key: key, .denied, "this site has no ACL, so nothing from peers is accepted", size: size, stream: stream)
-            return
-        }
-        let decision = policy.decide(topic: local, access: .write)
-        guard decision.isAllowed else {
+        guard case .accepted(let ruleIndex, let local) = acceptance(message.topic) else {
+            // Refused (rare): work out again what to log.
+            guard let (_, local) = incoming(message.topic) else {
+                refuse(message, key: key, .noRule, "no relay rule of this site accepts \"\(message.topic)\" from \(name)", size: size, stream: stream)
+                return
+            }
+            guard let policy = currentPolicy() else {
+                refuse(message, key: key, .denied, "this site has no ACL, so nothing from peers is accepted", size: size, stream: stream)
+                return
+            }
+            let decision = policy.decide(topic: local, access: .write)
             refuse(message, key: key, .denied, "\(name) may not write \"\(local)\": \(decision)", size: size, stream: stream, rule: decision.rule)
             return
         }
+        let rule = inRules[ruleIndex].rule
         var properties = Properties()
         if service.version == .v5 {
             if message.properties.readableBytes > 0, let carried = try? Properties.decode(block: message.properties, context: .publish) {
@@ -597,8 +640,12 @@ final class RelayPeer {
             }
             if message.expirySeconds > 0 { properties.append(.messageExpiryInterval(message.expirySeconds)) }
         }
-        let publish = Publish(qos: QoS(rawValue: min(message.qos, rule.qos)) ?? .atLeastOnce, retain: message.retain, topic: local,
-                              packetIdentifier: nil, properties: properties, payload: message.payload)
+        let qos = QoS(rawValue: min(message.qos, rule.qos)) ?? .atLeastOnce
+        // The payload is a slice of the link's TLS read buffer. A QoS 1/2 message is kept until
+        // the broker acknowledges it; a slice kept that long would make the TLS handler copy
+        // its whole buffer on its next read (copy-on-write), so keep a copy of the payload.
+        let payload = qos == .atMostOnce ? message.payload : ByteBuffer(copying: message.payload)
+        let publish = Publish(qos: qos, retain: message.retain, topic: local, packetIdentifier: nil, properties: properties, payload: payload)
         service.expectEcho(topic: local, payload: message.payload)
         if queued { inProgress.insert(key) }
         let loopBound = NIOLoopBound(self, eventLoop: service.eventLoop)
@@ -607,7 +654,7 @@ final class RelayPeer {
             let peer = loopBound.value
             peer.metrics.published.increment()
             if queued {
-                peer.ledger?.record(epoch: epoch, sequence: message.sequence)
+                peer.ledger?.record(epoch: epoch, sequence: sequence)
                 peer.inProgress.remove(key)
                 peer.acknowledge(key, .delivered)
             }
@@ -621,8 +668,8 @@ final class RelayPeer {
                 outgoing.packetID = intent.packetID
                 outgoing.released = intent.released
             }
-            outgoing.beforeSend = { id in loopBound.value.ledger?.recordIntent(epoch: epoch, sequence: message.sequence, packetID: id) }
-            outgoing.beforeRelease = { loopBound.value.ledger?.recordReleased(epoch: epoch, sequence: message.sequence) }
+            outgoing.beforeSend = { id in loopBound.value.ledger?.recordIntent(epoch: epoch, sequence: sequence, packetID: id) }
+            outgoing.beforeRelease = { loopBound.value.ledger?.recordReleased(epoch: epoch, sequence: sequence) }
         }
         service.broker.publish(outgoing)
     }
@@ -649,6 +696,24 @@ final class RelayPeer {
             if let local = TopicMapping.remap(topic, from: rule.remotePrefix, to: rule.localPrefix) { return (rule, local) }
         }
         return nil
+    }
+
+    /// Whether a wire topic is accepted (an `in` rule takes it and this site's ACL lets the
+    /// peer write the local topic): from the memo, which an ACL reload empties.
+    private func acceptance(_ topic: String) -> Acceptance {
+        let generation = service.aclStore?.generation ?? -1
+        if generation != acceptanceGeneration {
+            acceptanceMemo.removeAll()
+            acceptanceGeneration = generation
+        }
+        return acceptanceMemo.value(for: topic) {
+            for (index, (rule, filter)) in inRules.enumerated() where filter.matches(topic) {
+                guard let local = TopicMapping.remap(topic, from: rule.remotePrefix, to: rule.localPrefix) else { continue }
+                guard let policy = currentPolicy(), policy.decide(topic: local, access: .write).isAllowed else { return .denied }
+                return .accepted(rule: index, local: local)
+            }
+            return .noRule
+        }
     }
 
     private func currentPolicy() -> ACLPolicy? {
@@ -693,7 +758,7 @@ extension RelayPeer: Sendable {}
 final class RelayStreamEndpoint: LinkStreamEndpoint {
     weak var stream: LinkStream?
     unowned let peer: RelayPeer
-    private var inbound = ByteBuffer()
+    private var inbound = ByteBuffer.noBytes
     private var closed = false
     private(set) var wasOpen = false
     private var credit = IncompleteUnitCredit()
@@ -707,9 +772,8 @@ final class RelayStreamEndpoint: LinkStreamEndpoint {
     }
 
     func send(_ record: RelayRecord) {
-        var buffer = ByteBuffer()
-        record.write(to: &buffer)
-        stream?.send(buffer)
+        // Encoded straight into the link's output buffer.
+        stream?.send(size: record.encodedSize) { record.write(to: &$0) }
     }
 
     func consumed(_ count: Int) { if !closed { stream?.consumed(count) } }
@@ -724,13 +788,20 @@ final class RelayStreamEndpoint: LinkStreamEndpoint {
     }
 
     func deliver(_ bytes: ByteBuffer, fin: Bool) {
-        var bytes = bytes
-        inbound.writeBuffer(&bytes)
+        if inbound.readableBytes == 0 {
+            inbound = bytes  // whole records, the common case: read in place, no copy
+        } else {
+            var bytes = bytes
+            inbound.writeBuffer(&bytes)
+        }
         do {
             while !closed, let (record, size) = try RelayRecord.read(from: &inbound) {
                 peer.received(record, size: credit.taken(size), from: self)
             }
-            inbound.discardReadBytes()
+            // Let go of the link's read buffer: the TLS handler reuses it for its next read,
+            // and a reference kept here would make it copy the buffer every time. A record
+            // still arriving is copied out.
+            inbound = inbound.readableBytes == 0 ? .noBytes : ByteBuffer(copying: inbound)
             // A record still arriving (bounded by the record size limit).
             if !closed, inbound.readableBytes > 0 { stream?.consumed(credit.incomplete(buffered: inbound.readableBytes)) }
         } catch {

@@ -37,24 +37,27 @@ enum RelayRecord: Equatable {
     /// within this one (else it could never cross: refused, resent, refused).
     static let maximumLength = RelayBrokerClient.maximumPacketSize + (64 << 10)
 
+    /// Bytes `write(to:)` appends.
+    var encodedSize: Int {
+        switch self {
+        case .message(_, _, let message): 4 + 1 + 8 + 8 + message.encodedSize
+        case .acknowledgement(_, let entries): 4 + 1 + 8 + 9 * entries.count
+        }
+    }
+
     func write(to buffer: inout ByteBuffer) {
-        let lengthIndex = buffer.writerIndex
-        buffer.writeInteger(UInt32(0))
+        let size = encodedSize
+        buffer.reserveCapacity(minimumWritableBytes: size)
         switch self {
         case .message(let epoch, let floor, let message):
-            buffer.writeInteger(Self.messageType)
-            buffer.writeInteger(epoch)
-            buffer.writeInteger(floor)
+            buffer.writeMultipleIntegers(UInt32(size - 4), Self.messageType, epoch, floor)
             message.write(to: &buffer)
         case .acknowledgement(let epoch, let entries):
-            buffer.writeInteger(Self.acknowledgementType)
-            buffer.writeInteger(epoch)
+            buffer.writeMultipleIntegers(UInt32(size - 4), Self.acknowledgementType, epoch)
             for entry in entries {
-                buffer.writeInteger(entry.sequence)
-                buffer.writeInteger(entry.outcome.rawValue)
+                buffer.writeMultipleIntegers(entry.sequence, entry.outcome.rawValue)
             }
         }
-        buffer.setInteger(UInt32(buffer.writerIndex - lengthIndex - 4), at: lengthIndex)
     }
 
     /// The next whole record in `buffer`, nil if more bytes are needed; throws on garbage.
