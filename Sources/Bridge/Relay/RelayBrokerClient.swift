@@ -258,15 +258,20 @@ final class RelayBrokerClient {
         if outgoing.publish.qos == .atMostOnce && connected && waitingHead == waiting.count {
             // Nothing queued ahead and nothing to track: straight out, without a round
             // through the waiting list.
-            var publish = outgoing.publish
-            publish.packetIdentifier = nil
-            write(.publish(publish))
-            outgoing.onAcknowledged()
+            sendAtMostOnce(outgoing)
             flushRequest.request()
             return
         }
         waiting.append(outgoing)
         pump()
+    }
+
+    /// A QoS 0 PUBLISH: written, and done with (nothing will acknowledge it).
+    private func sendAtMostOnce(_ outgoing: Outgoing) {
+        var publish = outgoing.publish
+        publish.packetIdentifier = nil
+        write(.publish(publish))
+        outgoing.onAcknowledged()
     }
 
     /// Ids of exchanges recorded before a restart: kept out of allocation until resumed.
@@ -283,9 +288,7 @@ final class RelayBrokerClient {
             }
             waitingHead += 1
             if outgoing.publish.qos == .atMostOnce {
-                outgoing.publish.packetIdentifier = nil
-                write(.publish(outgoing.publish))
-                outgoing.onAcknowledged()
+                sendAtMostOnce(outgoing)
                 continue
             }
             let id: UInt16

@@ -318,7 +318,7 @@ final class RelayPeer {
     private enum Acceptance {
         case accepted(rule: Int, local: String)
         case noRule
-        case denied
+        case denied(local: String)
     }
     /// Per wire topic from the peer: accepted (rule index, local topic) or refused.
     private var acceptanceMemo = TopicMemo<Acceptance>()
@@ -370,7 +370,6 @@ final class RelayPeer {
         }
     }
 
-    /// Appends; false when the queue is full under the `block` policy.
     /// Hears from the queue's writer thread how far the disk has caught up.
     func start() {
         guard let queue else { return }
@@ -405,6 +404,7 @@ final class RelayPeer {
         }
     }
 
+    /// Appends; false when the queue is full under the `block` policy.
     private func tryAppend(_ message: RelayMessage, intake: RelayIntake) -> Bool {
         guard let queue else { return true }
         var result = queue.tryAppend(message)
@@ -612,18 +612,21 @@ final class RelayPeer {
                 return
             }
         }
-        guard case .accepted(let ruleIndex, let local) = acceptance(message.topic) else {
-            // Refused (rare): work out again what to log.
-            guard let (_, local) = incoming(message.topic) else {
-                refuse(message, key: key, .noRule, "no relay rule of this site accepts \"\(message.topic)\" from \(name)", size: size, stream: stream)
-                return
-            }
+        let ruleIndex: Int, local: String
+        switch acceptance(message.topic) {
+        case .accepted(let index, let accepted):
+            (ruleIndex, local) = (index, accepted)
+        case .noRule:
+            refuse(message, key: key, .noRule, "no relay rule of this site accepts \"\(message.topic)\" from \(name)", size: size, stream: stream)
+            return
+        case .denied(let refused):
+            // Refused (rare): ask the policy again for the rule and reason to log.
             guard let policy = currentPolicy() else {
                 refuse(message, key: key, .denied, "this site has no ACL, so nothing from peers is accepted", size: size, stream: stream)
                 return
             }
-            let decision = policy.decide(topic: local, access: .write)
-            refuse(message, key: key, .denied, "\(name) may not write \"\(local)\": \(decision)", size: size, stream: stream, rule: decision.rule)
+            let decision = policy.decide(topic: refused, access: .write)
+            refuse(message, key: key, .denied, "\(name) may not write \"\(refused)\": \(decision)", size: size, stream: stream, rule: decision.rule)
             return
         }
         let rule = inRules[ruleIndex].rule
@@ -690,10 +693,10 @@ final class RelayPeer {
         stream.consumed(size)
     }
 
-    /// The first `in` rule accepting a wire topic, and the local topic.
-    private func incoming(_ topic: String) -> (RelayRule, String)? {
-        for (rule, filter) in inRules where filter.matches(topic) {
-            if let local = TopicMapping.remap(topic, from: rule.remotePrefix, to: rule.localPrefix) { return (rule, local) }
+    /// The first `in` rule accepting a wire topic (its index), and the local topic.
+    private func incoming(_ topic: String) -> (index: Int, local: String)? {
+        for (index, (rule, filter)) in inRules.enumerated() where filter.matches(topic) {
+            if let local = TopicMapping.remap(topic, from: rule.remotePrefix, to: rule.localPrefix) { return (index, local) }
         }
         return nil
     }
@@ -707,12 +710,9 @@ final class RelayPeer {
             acceptanceGeneration = generation
         }
         return acceptanceMemo.value(for: topic) {
-            for (index, (rule, filter)) in inRules.enumerated() where filter.matches(topic) {
-                guard let local = TopicMapping.remap(topic, from: rule.remotePrefix, to: rule.localPrefix) else { continue }
-                guard let policy = currentPolicy(), policy.decide(topic: local, access: .write).isAllowed else { return .denied }
-                return .accepted(rule: index, local: local)
-            }
-            return .noRule
+            guard let (index, local) = incoming(topic) else { return .noRule }
+            guard let policy = currentPolicy(), policy.decide(topic: local, access: .write).isAllowed else { return .denied(local: local) }
+            return .accepted(rule: index, local: local)
         }
     }
 
