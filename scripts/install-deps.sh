@@ -7,10 +7,11 @@
 #   openssl                       certificate inspection in tests
 #   python3, python3-paho-mqtt    scripted real MQTT clients (paho)
 #   stunnel4                      the TLS baseline in benchmarks
+#   haproxy                       the plain TCP proxy baseline in the proxy benchmark
 #   iproute2, tcpdump             two-site tests in network namespaces, and their captures
 set -eu
 
-PACKAGES="mosquitto mosquitto-clients libmosquitto-dev pkg-config openssl python3 python3-paho-mqtt stunnel4 iproute2 tcpdump"
+PACKAGES="mosquitto mosquitto-clients libmosquitto-dev pkg-config openssl python3 python3-paho-mqtt stunnel4 haproxy iproute2 tcpdump"
 
 missing=""
 for package in $PACKAGES; do

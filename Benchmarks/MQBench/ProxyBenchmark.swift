@@ -2,8 +2,9 @@ import ArgumentParser
 import Foundation
 import TestSupport
 
-/// The proxy against direct broker access, same broker, same run: throughput with 4 publishers
-/// at QoS 0 and 1, latency at a fixed rate, CPU per message, RSS per idle proxied connection.
+/// The proxy against direct broker access and against haproxy in TCP mode (a proxy that parses
+/// nothing), same broker, same run: throughput with 4 publishers at QoS 0 and 1, latency at a
+/// fixed rate, CPU per message, RSS per idle proxied connection.
 struct ProxyBenchmark: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "proxy", abstract: "mqbridge proxy vs direct mosquitto (libmosquitto load generator).")
 
@@ -30,59 +31,99 @@ struct ProxyBenchmark: ParsableCommand {
                 guard r.status == 0 else { throw BenchError("taskset failed: \(r.stderr)") }
             }
         }
+        // The baseline for "what any TCP proxy costs here": haproxy in TCP mode, which copies
+        // bytes between the two sockets and parses nothing. On a small machine the extra hop
+        // (another process to wake, two more sockets per message) costs throughput and
+        // latency whatever the proxy does; mqbridge's own cost is the gap to haproxy.
+        let work = try BenchWorkspace(name: "proxy")
+        defer { work.remove() }
+        let haproxyPort = try TestEnvironment.freePort()
+        try """
+        global
+            maxconn 1000
+        defaults
+            mode tcp
+            timeout connect 5s
+            timeout client 1h
+            timeout server 1h
+        frontend mqtt
+            bind 127.0.0.1:\(haproxyPort)
+            default_backend broker
+        backend broker
+            server mosquitto 127.0.0.1:\(broker.port)
+
+        """.write(toFile: work.path("haproxy.cfg"), atomically: true, encoding: .utf8)
+        let haproxy = try ChildProcess(["haproxy", "-db", "-f", work.path("haproxy.cfg")], log: URL(fileURLWithPath: work.path("haproxy.log")))
+        defer { haproxy.stop() }
+        try TestEnvironment.waitUntilListening(haproxyPort)
+        if pin {
+            let r = try TestEnvironment.run(["taskset", "-a", "-p", "-c", "1", "\(haproxy.pid)"])
+            guard r.status == 0 else { throw BenchError("taskset failed: \(r.stderr)") }
+        }
+
         let direct = broker.port, proxy = bridge.port
         print("mqbridge proxy benchmark — mosquitto \(mosquittoVersion()) on 127.0.0.1, \(ProcessInfo.processInfo.activeProcessorCount) cores, median of \(rounds) rounds")
-        print("direct: 127.0.0.1:\(direct)   proxy: 127.0.0.1:\(proxy) → \(direct)   64-byte payloads")
-        print(pin ? "layout: load generator + mosquitto pinned to CPU 0; mqbridge (1 event loop) pinned to CPU 1"
+        print("direct: 127.0.0.1:\(direct)   mqbridge: 127.0.0.1:\(proxy) → \(direct)   haproxy (TCP mode, no parsing): 127.0.0.1:\(haproxyPort) → \(direct)   64-byte payloads")
+        print(pin ? "layout: load generator + mosquitto pinned to CPU 0; mqbridge (1 event loop) and haproxy pinned to CPU 1"
                   : "layout: all processes share all cores (the proxy competes with the load generator and the broker)")
         print("")
 
-        var rows: [(String, String, String, String, String)] = []
+        // Each case is measured on the three paths in turn within a round, so that they see
+        // the same machine; the median of the rounds is reported.
+        let paths: [(name: String, port: Int, pid: Int32?)] = [("direct", direct, nil), ("mqbridge", proxy, bridge.process.pid), ("haproxy", haproxyPort, haproxy.pid)]
+        func column(_ values: [String: [Double]], _ decimals: Int) -> [String] {
+            paths.map { values[$0.name].map { format(median($0), decimals) } ?? "—" }
+        }
+        var rows: [[String]] = []
         for qos in [Int32(0), 1] {
-            var directRates: [Double] = [], proxyRates: [Double] = []
-            var bridgeCPU: [Double] = [], brokerCPUDirect: [Double] = [], brokerCPUProxy: [Double] = []
+            var rates: [String: [Double]] = [:], proxyCPU: [String: [Double]] = [:], brokerCPU: [String: [Double]] = [:]
             for _ in 0..<rounds {
-                let b0 = ProcessStats.cpuSeconds(broker.pid)
-                let d = try Load.throughput(host: "127.0.0.1", port: direct, qos: qos, publishers: 4, seconds: seconds)
-                let b1 = ProcessStats.cpuSeconds(broker.pid)
-                directRates.append(d.messagesPerSecond)
-                brokerCPUDirect.append((b1 - b0) / Double(max(d.messages, 1)))
-                let p0 = ProcessStats.cpuSeconds(bridge.process.pid), b2 = ProcessStats.cpuSeconds(broker.pid)
-                let p = try Load.throughput(host: "127.0.0.1", port: proxy, qos: qos, publishers: 4, seconds: seconds)
-                let p1 = ProcessStats.cpuSeconds(bridge.process.pid), b3 = ProcessStats.cpuSeconds(broker.pid)
-                proxyRates.append(p.messagesPerSecond)
-                bridgeCPU.append((p1 - p0) / Double(max(p.messages, 1)))
-                brokerCPUProxy.append((b3 - b2) / Double(max(p.messages, 1)))
+                for path in paths {
+                    let p0 = path.pid.map(ProcessStats.cpuSeconds) ?? 0, b0 = ProcessStats.cpuSeconds(broker.pid)
+                    let r = try Load.throughput(host: "127.0.0.1", port: path.port, qos: qos, publishers: 4, seconds: seconds)
+                    let p1 = path.pid.map(ProcessStats.cpuSeconds) ?? 0, b1 = ProcessStats.cpuSeconds(broker.pid)
+                    let messages = Double(max(r.messages, 1))
+                    rates[path.name, default: []].append(r.messagesPerSecond)
+                    if path.pid != nil { proxyCPU[path.name, default: []].append((p1 - p0) / messages * 1e6) }
+                    brokerCPU[path.name, default: []].append((b1 - b0) / messages * 1e6)
+                }
             }
-            let d = median(directRates), p = median(proxyRates)
-            rows.append(("QoS \(qos) throughput, 4 publishers (msg/s)", format(d, 0), format(p, 0), "\(format(p / d, 2))×", qos == 0 ? "≥ 0.95×" : "—"))
-            rows.append(("  CPU per message, mqbridge (µs)", "—", format(median(bridgeCPU) * 1e6, 2), "", ""))
-            rows.append(("  CPU per message, mosquitto (µs)", format(median(brokerCPUDirect) * 1e6, 2), format(median(brokerCPUProxy) * 1e6, 2), "", ""))
+            let d = median(rates["direct"]!), m = median(rates["mqbridge"]!), h = median(rates["haproxy"]!)
+            rows.append(["QoS \(qos) throughput, 4 publishers (msg/s)"] + column(rates, 0)
+                        + ["\(format(m / d, 2))× direct, \(format(m / h, 2))× haproxy", qos == 0 ? "≥ 0.95× direct" : "—"])
+            rows.append(["  CPU per message, the proxy (µs)"] + column(proxyCPU, 2) + ["", ""])
+            rows.append(["  CPU per message, mosquitto (µs)"] + column(brokerCPU, 2) + ["", ""])
         }
         for qos in [Int32(0), 1] {
             // Two layouts through the proxy: both clients behind it (a message crosses it twice:
             // publisher → proxy → broker → proxy → subscriber), and only the publisher behind
             // it (once; e.g. legacy devices publishing to a historian on the broker).
-            var d50: [Double] = [], d99: [Double] = [], p50: [Double] = [], p99: [Double] = [], o50: [Double] = [], o99: [Double] = []
+            var p50: [String: [Double]] = [:], p99: [String: [Double]] = [:], o50: [String: [Double]] = [:], o99: [String: [Double]] = [:]
             for _ in 0..<rounds {
-                let d = try Load.latency(host: "127.0.0.1", port: direct, qos: qos, rate: rate, seconds: 2)
-                let p = try Load.latency(host: "127.0.0.1", port: proxy, qos: qos, rate: rate, seconds: 2)
-                let o = try Load.latency(host: "127.0.0.1", port: proxy, subscribePort: direct, qos: qos, rate: rate, seconds: 2)
-                d50.append(d.p50); d99.append(d.p99); p50.append(p.p50); p99.append(p.p99); o50.append(o.p50); o99.append(o.p99)
+                for path in paths {
+                    let both = try Load.latency(host: "127.0.0.1", port: path.port, qos: qos, rate: rate, seconds: 2)
+                    p50[path.name, default: []].append(both.p50); p99[path.name, default: []].append(both.p99)
+                    guard path.pid != nil else { continue }
+                    let one = try Load.latency(host: "127.0.0.1", port: path.port, subscribePort: direct, qos: qos, rate: rate, seconds: 2)
+                    o50[path.name, default: []].append(one.p50); o99[path.name, default: []].append(one.p99)
+                }
             }
-            for (label, x50, x99) in [("both clients via mqbridge", p50, p99), ("publisher only via mqbridge", o50, o99)] {
-                rows.append(("QoS \(qos) latency p50 @\(rate)/s, \(label) (µs)", format(median(d50), 1), format(median(x50), 1),
-                             "+\(format(median(x50) - median(d50), 1)) µs", qos == 0 ? "≤ +40 µs" : "—"))
-                rows.append(("QoS \(qos) latency p99 @\(rate)/s, \(label) (µs)", format(median(d99), 1), format(median(x99), 1),
-                             "+\(format(median(x99) - median(d99), 1)) µs", ""))
+            o50["direct"] = p50["direct"]; o99["direct"] = p99["direct"]
+            let d50 = median(p50["direct"]!)
+            for (label, x50, x99) in [("both clients via the proxy", p50, p99), ("publisher only via the proxy", o50, o99)] {
+                let m = median(x50["mqbridge"]!) - d50, h = median(x50["haproxy"]!) - d50
+                rows.append(["QoS \(qos) latency p50 @\(rate)/s, \(label) (µs)"] + column(x50, 1)
+                            + ["+\(format(m, 1)) µs (haproxy +\(format(h, 1)))", qos == 0 ? "≤ +40 µs" : "—"])
+                rows.append(["QoS \(qos) latency p99 @\(rate)/s, \(label) (µs)"] + column(x99, 1) + ["", ""])
             }
         }
         let perConnection = try idleMemory(proxyPort: proxy, bridgePID: bridge.process.pid, count: idleConnections)
-        rows.append(("RSS per idle proxied connection (KiB)", "—", format(perConnection, 2), "", "≤ 8 KiB"))
+        rows.append(["RSS per idle proxied connection (KiB)", "—", format(perConnection, 2), "—", "", "≤ 8 KiB"])
 
-        print(pad("case", 66) + pad("direct", 14) + pad("via mqbridge", 14) + pad("ratio/delta", 14) + "target")
-        print(String(repeating: "-", count: 120))
-        for row in rows { print(pad(row.0, 66) + pad(row.1, 14) + pad(row.2, 14) + pad(row.3, 14) + row.4) }
+        let widths = [62, 11, 11, 11, 36]
+        print(zip(["case", "direct", "mqbridge", "haproxy", "mqbridge vs direct (haproxy)"], widths).map { pad($0, $1) }.joined() + "target")
+        print(String(repeating: "-", count: 150))
+        for row in rows { print(zip(row, widths).map { pad($0, $1) }.joined() + row.last!) }
     }
 
     /// Opens `count` idle MQTT connections through the proxy (CONNECT answered) and returns the
