@@ -6,12 +6,13 @@
 #   libmosquitto-dev, pkg-config  the C client library behind the benchmark's load generator
 #   openssl                       certificate inspection in tests
 #   python3, python3-paho-mqtt    scripted real MQTT clients (paho)
+#   python3-yaml                  compose/run-without-docker.py reads the compose files
 #   stunnel4                      the TLS baseline in benchmarks
 #   haproxy                       the plain TCP proxy baseline in the proxy benchmark
 #   iproute2, tcpdump             two-site tests in network namespaces, and their captures
 set -eu
 
-PACKAGES="mosquitto mosquitto-clients libmosquitto-dev pkg-config openssl python3 python3-paho-mqtt stunnel4 haproxy iproute2 tcpdump"
+PACKAGES="mosquitto mosquitto-clients libmosquitto-dev pkg-config openssl python3 python3-paho-mqtt python3-yaml stunnel4 haproxy iproute2 tcpdump"
 
 missing=""
 for package in $PACKAGES; do
@@ -28,8 +29,11 @@ if [ -n "$missing" ]; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
 fi
 
-# The python3 first on PATH may not be Debian's (pyenv, venv); make sure it can import paho.
-if ! python3 -c 'import paho.mqtt' 2>/dev/null; then
-    echo "install-deps: installing paho-mqtt for $(command -v python3)"
-    python3 -m pip install --quiet paho-mqtt 2>/dev/null || python3 -m pip install --quiet --break-system-packages paho-mqtt
-fi
+# The python3 first on PATH may not be Debian's (pyenv, venv); make sure it can import paho
+# and yaml.
+for module in paho.mqtt:paho-mqtt yaml:pyyaml; do
+    if ! python3 -c "import ${module%%:*}" 2>/dev/null; then
+        echo "install-deps: installing ${module#*:} for $(command -v python3)"
+        python3 -m pip install --quiet "${module#*:}" 2>/dev/null || python3 -m pip install --quiet --break-system-packages "${module#*:}"
+    fi
+done

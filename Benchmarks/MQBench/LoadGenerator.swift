@@ -107,11 +107,12 @@ enum Load {
 
     /// Closed-loop throughput: `publishers` clients publish as fast as they can while at most
     /// `window` messages are unreceived, for `seconds`; the rate is what the subscriber got.
-    /// `subscribePort`: where the subscriber connects, if not `port` (a relay between brokers).
-    static func throughput(host: String, port: Int, subscribePort: Int? = nil, qos: Int32, publishers: Int, seconds: Double, payloadSize: Int = 64,
+    /// `subscribeHost`, `subscribePort`: where the subscriber connects, if not `host`, `port`
+    /// (a relay between brokers).
+    static func throughput(host: String, port: Int, subscribeHost: String? = nil, subscribePort: Int? = nil, qos: Int32, publishers: Int, seconds: Double, payloadSize: Int = 64,
                            window: Int = 2000) throws -> Throughput {
         let receiver = Receiver(capacity: 0, recordLatency: false)
-        let subscriber = try MosquittoClient(id: "bench-sub-\(UUID().uuidString.prefix(8))", host: host, port: subscribePort ?? port, username: "bench")
+        let subscriber = try MosquittoClient(id: "bench-sub-\(UUID().uuidString.prefix(8))", host: subscribeHost ?? host, port: subscribePort ?? port, username: "bench")
         subscriber.onMessage = { receiver.record($0) }
         subscriber.subscribe("bench/t/#", qos: qos)
         usleep(200_000)
@@ -148,11 +149,11 @@ enum Load {
     }
 
     /// Open-loop latency: one publisher at a fixed rate for `seconds`.
-    static func latency(host: String, port: Int, subscribePort: Int? = nil, qos: Int32, rate: Int, seconds: Double,
+    static func latency(host: String, port: Int, subscribeHost: String? = nil, subscribePort: Int? = nil, qos: Int32, rate: Int, seconds: Double,
                         noDelay: Bool = false) throws -> (p50: Double, p99: Double, received: Int, sent: Int) {
         let total = Int(Double(rate) * seconds)
         let receiver = Receiver(capacity: total, recordLatency: true)
-        let subscriber = try MosquittoClient(id: "lat-sub-\(UUID().uuidString.prefix(8))", host: host, port: subscribePort ?? port, username: "bench")
+        let subscriber = try MosquittoClient(id: "lat-sub-\(UUID().uuidString.prefix(8))", host: subscribeHost ?? host, port: subscribePort ?? port, username: "bench")
         subscriber.onMessage = { receiver.record($0) }
         subscriber.subscribe("bench/lat", qos: qos)
         let publisher = try MosquittoClient(id: "lat-pub-\(UUID().uuidString.prefix(8))", host: host, port: port, username: "bench", noDelay: noDelay)
