@@ -180,7 +180,7 @@ def main():
             subprocess.run(["ip", "netns", "exec", PREFIX + "bench"] + command, env=environment_base)
         stop(processes)
         # After the stop: mosquitto and mosquitto_sub flush their output when they exit.
-        for name in names:
+        for name in (n for n in names if n in logs):
             logs[name].seek(0)
             for line in logs[name].read().splitlines():
                 print(f"{name:>10} | {line}")
