@@ -282,9 +282,7 @@ public struct BridgeConfiguration: Sendable {
         if let (_, n) = map["max_age"], let d = reader.duration(n, "relay.max_age") { configuration.maximumAge = d }
         if let (_, n) = map["replay_rate"], let v = reader.integer(n, "relay.replay_rate", range: 1...10_000_000) { configuration.replayRate = v }
         if let (_, n) = map["commit_interval"], let text = reader.string(n, "relay.commit_interval") {
-            if text == "0" {
-                configuration.commitInterval = .zero
-            } else if let d = parseDuration(text), d <= .seconds(1) {
+            if let d = parseDuration(text, allowingZero: true), d <= .seconds(1) {
                 configuration.commitInterval = d
             } else {
                 reader.fail(n, "relay.commit_interval", "\"\(text)\" is not a duration from 0 to 1s",

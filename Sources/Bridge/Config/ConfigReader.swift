@@ -140,8 +140,9 @@ extension String {
 
 /// A positive duration written as seconds (`10`, `0.5`) or with a unit (`500ms`, `10s`, `2m`,
 /// `2h`), to the millisecond; nil for anything else. The configuration file and the command
-/// line (`pair invite --expires`) read durations the same way.
-public func parseDuration(_ text: String) -> TimeAmount? {
+/// line (`pair invite --expires`) read durations the same way. `allowingZero`: also `0`, `0s`,
+/// `0ms`… (for the one key where zero means "at once").
+public func parseDuration(_ text: String, allowingZero: Bool = false) -> TimeAmount? {
     let units: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600)]
     var number = Substring(text)
     var scale = 1.0
@@ -151,7 +152,7 @@ public func parseDuration(_ text: String) -> TimeAmount? {
         break
     }
     // Finite and within range: `inf` or `1e300` must be refused, not trap on conversion.
-    guard let value = Double(number), value > 0, value.isFinite else { return nil }
+    guard let value = Double(number), value > 0 || (allowingZero && value == 0), value.isFinite else { return nil }
     let milliseconds = (value * scale * 1000).rounded()
     guard milliseconds < Double(Int64.max / 1_000_000) else { return nil }
     return .milliseconds(Int64(milliseconds))
