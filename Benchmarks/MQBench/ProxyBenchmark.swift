@@ -113,7 +113,7 @@ struct ProxyBenchmark: ParsableCommand {
             for (label, x50, x99) in [("both clients via the proxy", p50, p99), ("publisher only via the proxy", o50, o99)] {
                 let m = median(x50["mqbridge"]!) - d50, h = median(x50["haproxy"]!) - d50
                 rows.append(["QoS \(qos) latency p50 @\(rate)/s, \(label) (µs)"] + column(x50, 1)
-                            + ["+\(format(m, 1)) µs (haproxy +\(format(h, 1)))", qos == 0 ? "≤ +40 µs" : "—"])
+                            + ["\(signed(m)) µs (haproxy \(signed(h)))", qos == 0 ? "≤ +40 µs" : "—"])
                 rows.append(["QoS \(qos) latency p99 @\(rate)/s, \(label) (µs)"] + column(x99, 1) + ["", ""])
             }
         }
@@ -166,6 +166,9 @@ struct ProxyBenchmark: ParsableCommand {
 import CMosquitto
 
 func mosquitto_lib_init_once() { _ = mosquitto_lib_init() }
+
+/// "+12.3" or "-4.5": a difference from direct.
+func signed(_ value: Double) -> String { (value < 0 ? "" : "+") + format(value, 1) }
 
 func median(_ values: [Double]) -> Double {
     let sorted = values.sorted()
