@@ -35,19 +35,21 @@ def merged(variant, profiles=()):
             elif key == "environment":
                 target[key] = {**(target.get(key) or {}), **value}
             elif key == "depends_on":
-                old = target.get(key) or {}
-                old = old if isinstance(old, dict) else {n: {"condition": "service_started"} for n in old}
-                new = value if isinstance(value, dict) else {n: {"condition": "service_started"} for n in value}
-                target[key] = {**old, **new}
+                target[key] = {**conditions(target.get(key)), **conditions(value)}
             else:
                 target[key] = value
     # Services behind a profile start only with `run`.
     return {n: s for n, s in services.items() if not s.get("profiles") or set(s["profiles"]) & set(profiles)}
 
 
-def dependencies(service):
-    d = service.get("depends_on") or {}
+def conditions(depends_on):
+    """depends_on in either form (a list of names, or names with conditions) as a dict."""
+    d = depends_on or {}
     return d if isinstance(d, dict) else {n: {"condition": "service_started"} for n in d}
+
+
+def dependencies(service):
+    return conditions(service.get("depends_on"))
 
 
 def order(services):
@@ -81,14 +83,14 @@ def sh(*arguments, check=True):
 
 
 def main():
+    global PREFIX
     parser = argparse.ArgumentParser()
     parser.add_argument("variant")
     parser.add_argument("--bin", default=os.path.join(HERE, "..", ".build", "debug"))
     parser.add_argument("--timeout", type=float, default=120)
     parser.add_argument("--bench", help="arguments for the bench service (mqbridge-bench)")
-    parser.add_argument("--prefix", default="mql-", help="namespace name prefix (several labs at once)")
+    parser.add_argument("--prefix", default=PREFIX, help="namespace name prefix (several labs at once)")
     options = parser.parse_args()
-    global PREFIX
     PREFIX = options.prefix
     services = merged(options.variant, ["bench"] if options.bench else [])
     work = tempfile.mkdtemp(prefix="mqbridge-lab-")
@@ -180,7 +182,7 @@ def main():
             subprocess.run(["ip", "netns", "exec", PREFIX + "bench"] + command, env=environment_base)
         stop(processes)
         # After the stop: mosquitto and mosquitto_sub flush their output when they exit.
-        for name in (n for n in names if n in logs):
+        for name in logs:  # in start order
             logs[name].seek(0)
             for line in logs[name].read().splitlines():
                 print(f"{name:>10} | {line}")

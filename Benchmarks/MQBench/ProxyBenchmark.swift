@@ -24,13 +24,6 @@ struct ProxyBenchmark: ParsableCommand {
         let bridge = try BridgeProcess(["run", "--listen", "127.0.0.1:0", "--broker", "127.0.0.1:\(broker.port)", "--acl", acl, "--log-level", "notice"]
             + (pin ? ["--threads", "1"] : []))
         defer { bridge.stop() }
-        if pin {
-            // All threads of each process: the load generator and the broker share CPU 0.
-            for (pid, cpu) in [(getpid(), 0), (broker.pid, 0), (bridge.process.pid, 1)] {
-                let r = try TestEnvironment.run(["taskset", "-a", "-p", "-c", "\(cpu)", "\(pid)"])
-                guard r.status == 0 else { throw BenchError("taskset failed: \(r.stderr)") }
-            }
-        }
         // The baseline for "what any TCP proxy costs here": haproxy in TCP mode, which copies
         // bytes between the two sockets and parses nothing. On a small machine the extra hop
         // (another process to wake, two more sockets per message) costs throughput and
@@ -57,8 +50,12 @@ struct ProxyBenchmark: ParsableCommand {
         defer { haproxy.stop() }
         try TestEnvironment.waitUntilListening(haproxyPort)
         if pin {
-            let r = try TestEnvironment.run(["taskset", "-a", "-p", "-c", "1", "\(haproxy.pid)"])
-            guard r.status == 0 else { throw BenchError("taskset failed: \(r.stderr)") }
+            // All threads of each process: the load generator and the broker share CPU 0, the
+            // two proxies (measured one at a time) CPU 1.
+            for (pid, cpu) in [(getpid(), 0), (broker.pid, 0), (bridge.process.pid, 1), (haproxy.pid, 1)] {
+                let r = try TestEnvironment.run(["taskset", "-a", "-p", "-c", "\(cpu)", "\(pid)"])
+                guard r.status == 0 else { throw BenchError("taskset failed: \(r.stderr)") }
+            }
         }
 
         let direct = broker.port, proxy = bridge.port
