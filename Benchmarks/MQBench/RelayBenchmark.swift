@@ -14,15 +14,16 @@ struct RelayBenchmark: ParsableCommand {
     var seconds: Double { measurement.seconds }
     var rounds: Int { measurement.rounds }
     @Option(help: "Messages per second for the latency cases.") var rate: Int = 2000
+    @Option(help: "Every broker's max_inflight_messages (mosquitto's default is 20): how many QoS 1 messages a broker sends a relay or bridge before it waits for acknowledgements.")
+    var brokerInflight: Int = 100
 
     func run() throws {
         let workspace = try BenchWorkspace(name: "relaybench")
         defer { workspace.remove() }
-        let work = workspace.directory
         func path(_ p: String) -> String { workspace.path(p) }
         func sh(_ command: String) throws { try workspace.sh(command) }
         // The same broker settings on every broker: nothing dropped for a slow consumer.
-        let common = ["max_queued_messages 0", "max_inflight_messages 100", "log_type error"]
+        let common = ["max_queued_messages 0", "max_inflight_messages \(brokerInflight)", "log_type error"]
 
         // mqbridge: a relay at each site.
         let relayA = try MosquittoBroker(extraConfiguration: common)
@@ -42,7 +43,7 @@ struct RelayBenchmark: ParsableCommand {
         relay:
           broker: 127.0.0.1:\(relayB.port)
           rules:
-            - {peer: site-a, filter: "bench/#", direction: in, qos: 1}
+            - {peer: site-a, filter: "bench/#", direction: in, qos: 2}
 
         """.write(toFile: path("b/mqbridge.yaml"), atomically: true, encoding: .utf8)
         let b = try BridgeProcess(["run", "--config", path("b/mqbridge.yaml"), "--log-level", "notice"], readyEvents: ["link_listening", "relay_broker_connected"])
@@ -58,7 +59,7 @@ struct RelayBenchmark: ParsableCommand {
         relay:
           broker: 127.0.0.1:\(relayA.port)
           rules:
-            - {peer: site-b, filter: "bench/#", direction: out, qos: 1}
+            - {peer: site-b, filter: "bench/#", direction: out, qos: 2}
 
         """.write(toFile: path("a/mqbridge.yaml"), atomically: true, encoding: .utf8)
         let a = try BridgeProcess(["run", "--config", path("a/mqbridge.yaml"), "--log-level", "notice"], readyEvents: ["relay_stream_up", "relay_broker_connected"])
@@ -73,7 +74,7 @@ struct RelayBenchmark: ParsableCommand {
         ])
         defer { bridgeB.stop() }
         let bridgeA = try MosquittoBroker(extraConfiguration: common + [
-            "connection to-b", "address 127.0.0.1:\(tlsPort)", "topic bench/# out 1", "cleansession false",
+            "connection to-b", "address 127.0.0.1:\(tlsPort)", "topic bench/# out 2", "cleansession false",
             "bridge_cafile \(path("mb.pem"))", "bridge_certfile \(path("ma.pem"))", "bridge_keyfile \(path("ma.key"))", "bridge_tls_version tlsv1.3",
         ])
         defer { bridgeA.stop() }
@@ -93,6 +94,7 @@ struct RelayBenchmark: ParsableCommand {
         print("mqbridge relay benchmark — mosquitto \(mosquittoVersion()), \(ProcessInfo.processInfo.activeProcessorCount) cores, median of \(rounds) rounds, 64-byte payloads")
         print("publishers → broker A → {mqbridge A → link → mqbridge B | mosquitto bridge over TLS 1.3} → broker B → subscriber")
         print("mqbridge QoS 1 is durable (fsync before the broker is acknowledged); mosquitto's bridge keeps its queue in memory")
+        print("every broker: max_inflight_messages \(brokerInflight), max_queued_messages 0 (unlimited)")
         print("")
         let paths: [(String, Int, Int, [Int32])] = [
             ("mqbridge", relayA.port, relayB.port, [a.process.pid, b.process.pid, relayA.pid, relayB.pid]),
@@ -100,22 +102,26 @@ struct RelayBenchmark: ParsableCommand {
         ]
         var table: [[String]] = []
         for qos in [Int32(0), 1] {
-            var rates: [String: [Double]] = [:], cpu: [String: [Double]] = [:]
+            var rates: [String: [Double]] = [:], cpu: [String: [Double]] = [:], split: [[Double]] = []
             for _ in 0..<rounds {
                 for (name, publishPort, subscribePort, pids) in paths {
-                    let before = pids.map(ProcessStats.cpuSeconds).reduce(0, +)
+                    let before = pids.map(ProcessStats.cpuSeconds)
                     let t = try Load.throughput(host: "127.0.0.1", port: publishPort, subscribePort: subscribePort, qos: qos, publishers: 4, seconds: seconds)
-                    let after = pids.map(ProcessStats.cpuSeconds).reduce(0, +)
+                    let perMessage = zip(pids.map(ProcessStats.cpuSeconds), before).map { ($0 - $1) / Double(max(t.messages, 1)) * 1e6 }
                     rates[name, default: []].append(t.messagesPerSecond)
-                    cpu[name, default: []].append((after - before) / Double(max(t.messages, 1)) * 1e6)
+                    cpu[name, default: []].append(perMessage.reduce(0, +))
+                    if name == "mqbridge" { split.append(perMessage) }
                     usleep(1_500_000)  // let the previous run drain before the next one counts
                 }
             }
             let m = median(rates["mqbridge"]!), q = median(rates["mosquitto"]!)
             table.append(["QoS \(qos) end-to-end throughput, 4 publishers (msg/s)", format(m, 0), format(q, 0), "\(format(m / q, 2))×", qos == 0 ? "≥ 2×" : "≥ 1.5×"])
             table.append(["  CPU per message, brokers and bridges (µs)", format(median(cpu["mqbridge"]!), 2), format(median(cpu["mosquitto"]!), 2), "", ""])
+            // Where the mqbridge path spends it: the relays' share against the brokers'.
+            let parts = (0..<4).map { i in format(median(split.map { $0[i] }), 1) }
+            table.append(["    relay A / relay B / broker A / broker B (µs)", parts.joined(separator: " / "), "", "", ""])
         }
-        for qos in [Int32(0), 1] {
+        for qos in [Int32(0), 1, 2] {
             var p50: [String: [Double]] = [:], p99: [String: [Double]] = [:]
             for _ in 0..<rounds {
                 for (name, publishPort, subscribePort, _) in paths {

@@ -151,7 +151,7 @@ struct DurableQueueTests {
         let dir = directory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         // The writer waits 300 ms before each batch: long enough to look before the fsync.
-        let queue = try DurableQueue(configuration: .init(directory: dir, maximumBatchDelay: .milliseconds(300)))
+        let queue = try DurableQueue(configuration: .init(directory: dir, maximumBatchDelay: .milliseconds(300), quietPeriod: .milliseconds(300)))
         var qos2 = message(2)
         qos2.qos = 2
         let (first, _) = queue.append(message(1), on: loop)
@@ -171,6 +171,36 @@ struct DurableQueueTests {
         let reopened = try DurableQueue(configuration: .init(directory: dir))
         #expect(reopened.pending(after: 0, limit: 10).map(\.sequence) == [second, third])
         reopened.close()
+    }
+
+    @Test("A batch gathers while records keep coming, and is written once they pause, not after the whole commit interval")
+    func gatheringEndsWhenTheStreamPauses() async throws {
+        let dir = directory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let queue = try DurableQueue(configuration: .init(directory: dir, maximumBatchDelay: .seconds(60), quietPeriod: .seconds(1)))
+        defer { queue.close() }
+        let durable = NIOLockedValueBox<Set<Int>>([])
+        func append(_ i: Int) {
+            queue.append(message(i), on: loop).1.whenSuccess { durable.withLockedValue { _ = $0.insert(i) } }
+        }
+        // A stream: one record every 10 ms for 300 ms. The first is not written while it lasts.
+        // (Generous margins: other tests may load the machine and its disk meanwhile.)
+        let start = ContinuousClock.now
+        var i = 0
+        while ContinuousClock.now - start < .milliseconds(300) {
+            append(i)
+            i += 1
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        #expect(durable.withLockedValue { $0.isEmpty }, "the batch was written while records still arrived")
+        // The stream paused: well before the 60 s interval everything is on disk.
+        let deadline = ContinuousClock.now + .seconds(30)
+        while durable.withLockedValue({ $0.count }) < i && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(10)) }
+        #expect(durable.withLockedValue { $0 } == Set(0..<i))
+        // A lone record after the pause: written after the quiet period, not the interval.
+        let lone = ContinuousClock.now
+        try await queue.append(message(1000), on: loop).1.get()
+        #expect(ContinuousClock.now - lone < .seconds(30))
     }
 
     @Test("Record checksums are CRC-32 (IEEE): the standard check value")

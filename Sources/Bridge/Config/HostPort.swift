@@ -1,3 +1,5 @@
+import NIOCore
+
 /// A `host:port` address as written in configuration or on the command line:
 /// `127.0.0.1:1883`, `[::1]:1883`, `broker.local:1883`.
 public struct HostPort: Sendable, Hashable, CustomStringConvertible {
@@ -49,5 +51,18 @@ extension String {
         while let f = s.first, f == " " || f == "\t" { s = s.dropFirst() }
         while let l = s.last, l == " " || l == "\t" { s = s.dropLast() }
         return s
+    }
+}
+
+extension SocketAddress {
+    /// How logs and errors name an address: `192.0.2.7:40112`, `[2001:db8::7]:40112`, or a
+    /// socket path, rather than NIO's `[IPv4]host/ip:port` description, so that a log line
+    /// can be matched against firewall and broker logs as written.
+    var logDescription: String {
+        switch self {
+        case .v4: "\(ipAddress ?? "?"):\(port ?? 0)"
+        case .v6: "[\(ipAddress ?? "?")]:\(port ?? 0)"
+        case .unixDomainSocket: pathname ?? "unix socket"
+        }
     }
 }

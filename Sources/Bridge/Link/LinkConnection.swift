@@ -66,7 +66,7 @@ final class LinkConnection {
 
     func active(_ context: ChannelHandlerContext) {
         self.context = context
-        if let remote = context.channel.remoteAddress { logger[metadataKey: "remote"] = "\(remote)" }
+        if let remote = context.channel.remoteAddress { logger[metadataKey: "remote"] = "\(remote.logDescription)" }
         let loopBound = NIOLoopBound(self, eventLoop: node.eventLoop)
         handshakeTimer = node.eventLoop.scheduleTask(in: node.configuration.handshakeTimeout) {
             let link = loopBound.value

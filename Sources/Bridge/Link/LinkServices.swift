@@ -50,7 +50,7 @@ public final class LinkServer: Service, Sendable {
             .childChannelInitializer { channel in node.configureLinkChannel(channel, role: .acceptor) }
             .bind(host: listen.host, port: listen.port).get()
         if let address = server.localAddress {
-            node.logger.notice("link listening", metadata: ["event": "link_listening", "address": "\(address.ipAddress ?? listen.host):\(address.port ?? 0)",
+            node.logger.notice("link listening", metadata: ["event": "link_listening", "address": "\(address.logDescription)",
                                                              "fingerprint": "\(node.identity.fingerprint)"])
             onBound(address)
         }
@@ -145,7 +145,7 @@ public final class RemoteListener: Service, Sendable {
             .bind(host: configuration.listen.host, port: configuration.listen.port).get()
         if let address = server.localAddress {
             node.logger.notice("listening for \(configuration.peer)/\(configuration.service)", metadata: [
-                "event": "remote_listening", "address": "\(address.ipAddress ?? configuration.listen.host):\(address.port ?? 0)",
+                "event": "remote_listening", "address": "\(address.logDescription)",
                 "peer": "\(configuration.peer)", "service": "\(configuration.service)",
             ])
             onBound(address)
@@ -185,7 +185,7 @@ final class RemoteListenerHandler: ChannelDuplexHandler {
             context.close(promise: nil)
             return
         }
-        let origin = context.channel.remoteAddress.map { "\($0)" } ?? "local"
+        let origin = context.channel.remoteAddress.map { $0.logDescription } ?? "local"
         endpoint.attach(link.openStream(service: configuration.service, origin: origin, endpoint: endpoint))
         endpoint.channelActive(context: context)
     }

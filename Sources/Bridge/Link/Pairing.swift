@@ -201,7 +201,7 @@ public enum Pairing {
                 var refusal = ByteBuffer()
                 refusal.writeInteger(UInt8(0))
                 try await outbound.write(refusal)
-                throw PairingError("wrong pairing secret from \(channel.remoteAddress.map { "\($0)" } ?? "?")")
+                throw PairingError("wrong pairing secret from \(channel.remoteAddress.map { $0.logDescription } ?? "?")")
             }
             try SiteIdentity.validate(name: name)
             var reply = ByteBuffer()

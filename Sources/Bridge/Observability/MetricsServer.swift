@@ -36,7 +36,7 @@ public final class MetricsServer: Service, Sendable {
             }
             .bind(host: host, port: port).get()
         if let address = channel.localAddress {
-            logger.info("metrics endpoint listening", metadata: ["event": "metrics_listening", "address": "\(address.ipAddress ?? host):\(address.port ?? port)"])
+            logger.info("metrics endpoint listening", metadata: ["event": "metrics_listening", "address": "\(address.logDescription)"])
             onBound(address)
         }
         try await withGracefulShutdownHandler {

@@ -419,7 +419,7 @@ final class ClientSideHandler: ChannelDuplexHandler {
     }
 
     func channelActive(context: ChannelHandlerContext) {
-        connection.clientActive(ChannelClientSide(context), origin: context.channel.remoteAddress.map { "\($0)" })
+        connection.clientActive(ChannelClientSide(context), origin: context.channel.remoteAddress.map { $0.logDescription })
         context.fireChannelActive()
     }
 

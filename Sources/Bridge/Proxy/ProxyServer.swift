@@ -60,7 +60,7 @@ public final class ProxyServer: Service, Sendable {
             .bind(host: configuration.listen.host, port: configuration.listen.port).get()
         let address = server.localAddress
         environment.logger.notice("listening", metadata: [
-            "event": "listening", "address": "\(address.map { "\($0.ipAddress ?? configuration.listen.host):\($0.port ?? 0)" } ?? "\(configuration.listen)")",
+            "event": "listening", "address": "\(address?.logDescription ?? "\(configuration.listen)")",
             "broker": "\(configuration.broker)",
         ])
         if let address { onBound(address) }

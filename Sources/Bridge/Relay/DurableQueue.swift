@@ -21,16 +21,23 @@ public final class DurableQueue: @unchecked Sendable {
         /// Bound on queued (unacknowledged) bytes; beyond it `append` refuses.
         public var maximumBytes: Int
         public var segmentSize: Int
-        /// Extra time the writer waits to gather a batch before syncing. Zero by default:
-        /// whatever arrives while one fsync runs forms the next batch (group commit), so a
-        /// lone message is not delayed and a burst still shares fsyncs.
+        /// Longest extra time the writer waits to gather a batch before syncing. Zero by
+        /// default: whatever arrives while one fsync runs forms the next batch (group commit),
+        /// so a lone message is not delayed and a burst still shares fsyncs.
         public var maximumBatchDelay: TimeAmount
+        /// The gathering ends early once no record arrived for this long. A stream that
+        /// pauses is usually a broker whose in-flight window is full (mosquitto's default
+        /// is 20 messages): it sends nothing more until it is acknowledged, which waits for
+        /// this very batch, so waiting out `maximumBatchDelay` would only stall it.
+        public var quietPeriod: TimeAmount
 
-        public init(directory: String, maximumBytes: Int = 256 << 20, segmentSize: Int = 16 << 20, maximumBatchDelay: TimeAmount = .zero) {
+        public init(directory: String, maximumBytes: Int = 256 << 20, segmentSize: Int = 16 << 20, maximumBatchDelay: TimeAmount = .zero,
+                    quietPeriod: TimeAmount = .microseconds(200)) {
             self.directory = directory
             self.maximumBytes = maximumBytes
             self.segmentSize = segmentSize
             self.maximumBatchDelay = maximumBatchDelay
+            self.quietPeriod = quietPeriod
         }
     }
 
@@ -420,8 +427,7 @@ public final class DurableQueue: @unchecked Sendable {
     private func writerLoop() {
         while true {
             if wakeWriter.lock(whenValue: 1, timeoutSeconds: 0.1) { wakeWriter.unlock(withValue: 0) }
-            // Let a burst gather into one batch.
-            if configuration.maximumBatchDelay > .zero { usleep(UInt32(configuration.maximumBatchDelay.nanoseconds / 1000)) }
+            gatherBatch()
             let (batch, closed) = state.withLockedValue { state -> ([PendingWrite], Bool) in
                 defer { state.batch.removeAll(keepingCapacity: true) }
                 return (state.batch, state.closed)
@@ -432,6 +438,24 @@ public final class DurableQueue: @unchecked Sendable {
                 deleteAcknowledgedSegments()
             }
             if closed { return }
+        }
+    }
+
+    /// Lets a burst gather into one batch: for at most `maximumBatchDelay`, and only while
+    /// records keep arriving (see `quietPeriod`).
+    private func gatherBatch() {
+        let delay = configuration.maximumBatchDelay.nanoseconds
+        guard delay > 0 else { return }
+        let start = DispatchTime.now().uptimeNanoseconds
+        let slice = max(1, min(configuration.quietPeriod.nanoseconds, delay))
+        var seen = state.withLockedValue { $0.batch.count }
+        while true {
+            let elapsed = Int64(DispatchTime.now().uptimeNanoseconds - start)
+            guard elapsed < delay else { return }
+            usleep(UInt32(max(1, min(slice, delay - elapsed) / 1000)))
+            let count = state.withLockedValue { $0.batch.count }
+            if count == seen { return }
+            seen = count
         }
     }
 
