@@ -173,15 +173,25 @@ struct DurableQueueTests {
         reopened.close()
     }
 
-    @Test("A batch gathers while records keep coming, and is written once they pause, not after the whole commit interval")
+    @Test("With QoS 2 in it, a batch gathers while records keep coming and is written once they pause, not after the whole commit interval; QoS 1 alone waits the interval")
     func gatheringEndsWhenTheStreamPauses() async throws {
         let dir = directory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
+        // QoS 1 only: the interval (1.5 s) is waited out even though nothing else comes.
+        let patient = try DurableQueue(configuration: .init(directory: dir + "-1", maximumBatchDelay: .milliseconds(1500), quietPeriod: .milliseconds(50)))
+        defer { try? FileManager.default.removeItem(atPath: dir + "-1") }
+        let before = ContinuousClock.now
+        try await patient.append(message(1), on: loop).1.get()
+        #expect(ContinuousClock.now - before >= .milliseconds(1400))
+        patient.close()
+
         let queue = try DurableQueue(configuration: .init(directory: dir, maximumBatchDelay: .seconds(60), quietPeriod: .seconds(1)))
         defer { queue.close() }
         let durable = NIOLockedValueBox<Set<Int>>([])
         func append(_ i: Int) {
-            queue.append(message(i), on: loop).1.whenSuccess { durable.withLockedValue { _ = $0.insert(i) } }
+            var qos2 = message(i)
+            qos2.qos = 2
+            queue.append(qos2, on: loop).1.whenSuccess { durable.withLockedValue { _ = $0.insert(i) } }
         }
         // A stream: one record every 10 ms for 300 ms. The first is not written while it lasts.
         // (Generous margins: other tests may load the machine and its disk meanwhile.)
@@ -197,9 +207,11 @@ struct DurableQueueTests {
         let deadline = ContinuousClock.now + .seconds(30)
         while durable.withLockedValue({ $0.count }) < i && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(10)) }
         #expect(durable.withLockedValue { $0 } == Set(0..<i))
-        // A lone record after the pause: written after the quiet period, not the interval.
+        // A lone QoS 2 record after the pause: written after the quiet period, not the interval.
         let lone = ContinuousClock.now
-        try await queue.append(message(1000), on: loop).1.get()
+        var last = message(1000)
+        last.qos = 2
+        try await queue.append(last, on: loop).1.get()
         #expect(ContinuousClock.now - lone < .seconds(30))
     }
 
