@@ -433,8 +433,11 @@ public final class DurableQueue: @unchecked Sendable {
     private func writerLoop() {
         while true {
             if wakeWriter.lock(whenValue: 1, timeoutSeconds: 0.1) { wakeWriter.unlock(withValue: 0) }
-            gatherBatch()
+            let gathered = gatherBatch()
             let (batch, closed) = state.withLockedValue { state -> ([PendingWrite], Bool) in
+                // Records that arrived after gatherBatch found none are left for the next round
+                // (their append woke the writer again), so that they are gathered too.
+                guard gathered || state.closed else { return ([], false) }
                 defer {
                     state.batch.removeAll(keepingCapacity: true)
                     state.batchHoldsQoS2 = false
@@ -451,23 +454,24 @@ public final class DurableQueue: @unchecked Sendable {
     }
 
     /// Lets a burst gather into one batch: for `maximumBatchDelay`, or, with a QoS 2 message
-    /// in it, only while records keep arriving (see `quietPeriod`).
-    private func gatherBatch() {
+    /// in it, only while records keep arriving (see `quietPeriod`). False when there was
+    /// nothing to gather.
+    private func gatherBatch() -> Bool {
         let delay = configuration.maximumBatchDelay.nanoseconds
-        guard delay > 0 else { return }
+        guard delay > 0 else { return true }
         let start = DispatchTime.now().uptimeNanoseconds
         let quiet = max(1, min(configuration.quietPeriod.nanoseconds, delay))
         var (seen, urgent) = state.withLockedValue { ($0.batch.count, $0.batchHoldsQoS2) }
-        guard seen > 0 else { return }  // woken by the timeout: nothing to gather
+        guard seen > 0 else { return false }  // woken by the timeout: nothing to gather
         while true {
             let elapsed = Int64(DispatchTime.now().uptimeNanoseconds - start)
-            guard elapsed < delay else { return }
+            guard elapsed < delay else { return true }
             // QoS 1 only: one sleep for the rest of the interval, as few wake-ups as possible
             // (a QoS 2 message joining meanwhile waits for it, at most one interval).
             usleep(UInt32(max(1, min(urgent ? quiet : delay, delay - elapsed) / 1000)))
             let count: Int
             (count, urgent) = state.withLockedValue { ($0.batch.count, $0.batchHoldsQoS2) }
-            if count == seen && urgent { return }
+            if count == seen && urgent { return true }
             seen = count
         }
     }
