@@ -59,10 +59,7 @@ extension SocketAddress {
     /// socket path, rather than NIO's `[IPv4]host/ip:port` description, so that a log line
     /// can be matched against firewall and broker logs as written.
     var logDescription: String {
-        switch self {
-        case .v4: "\(ipAddress ?? "?"):\(port ?? 0)"
-        case .v6: "[\(ipAddress ?? "?")]:\(port ?? 0)"
-        case .unixDomainSocket: pathname ?? "unix socket"
-        }
+        guard let ipAddress else { return pathname ?? "unix socket" }
+        return HostPort(host: ipAddress, port: port ?? 0).description
     }
 }

@@ -476,7 +476,6 @@ public final class DurableQueue: @unchecked Sendable {
         }
     }
 
-
     private func flush(_ batch: [PendingWrite]) {
         var out = ByteBufferAllocator().buffer(capacity: batch.reduce(0) { $0 + 8 + $1.bytes.readableBytes })
         for write in batch {
