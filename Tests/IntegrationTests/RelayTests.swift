@@ -101,12 +101,13 @@ final class RelayLab: @unchecked Sendable {
         }
     }
 
-    /// A mosquitto_sub on `broker`, printing `format` per message into a log.
+    /// A mosquitto_sub on `broker`, printing `format` per message into a log; returns once the
+    /// broker has the subscription.
     func subscribe(_ broker: MosquittoBroker, _ topic: String, name: String, format: String = "%t %p", extra: [String] = []) throws -> ChildProcess {
-        let sub = try ChildProcess(["mosquitto_sub", "-h", "127.0.0.1", "-p", "\(broker.port)", "-t", topic, "-F", format, "-q", "1"] + extra,
-                                   log: directory.appendingPathComponent("\(name).log"))
-        usleep(300_000)
-        return sub
+        try broker.awaitSubscription(to: topic) {
+            try ChildProcess(["mosquitto_sub", "-h", "127.0.0.1", "-p", "\(broker.port)", "-t", topic, "-F", format, "-q", "1"] + extra,
+                             log: directory.appendingPathComponent("\(name).log"))
+        }
     }
 
     func publish(_ broker: MosquittoBroker, _ topic: String, _ message: String, qos: Int = 1, extra: [String] = []) throws {
@@ -298,7 +299,7 @@ struct RelayTests {
         #expect(try lab.b.metric("mqbridge_relay_refused_total{by=\"this_site\"}") == 2)
         #expect(TestEnvironment.waitUntil(timeout: 10) { ((try? lab.a.metric("mqbridge_relay_refused_total{by=\"peer\"}")) ?? nil) == 2 })
         // The retained message is kept at B: a new subscriber gets it, marked retained.
-        let late = try TestEnvironment.run(["mosquitto_sub", "-h", "127.0.0.1", "-p", "\(lab.brokerB.port)", "-t", "from-a/sensors/#", "-F", "%t|%p|%r", "-C", "1", "-W", "5"])
+        let late = try TestEnvironment.run(["mosquitto_sub", "-h", "127.0.0.1", "-p", "\(lab.brokerB.port)", "-t", "from-a/sensors/#", "-F", "%t|%p|%r", "-C", "1", "-W", "30"])
         #expect(String(decoding: late.stdout, as: UTF8.self) == "from-a/sensors/t1|21.5|1\n")
     }
 

@@ -106,11 +106,15 @@ public final class MosquittoBroker: @unchecked Sendable {
         var lastError: (any Error)?
         for _ in 0..<5 {
             let port = try fixedPort ?? TestEnvironment.freePort()
+            // The default log types plus `subscribe`, so a test can tell when a subscriber is in
+            // place (`awaitSubscription`) instead of sleeping and hoping.
             let config = ["listener \(port) 127.0.0.1", "allow_anonymous true", "log_dest stdout"]
+                + ["error", "warning", "notice", "information", "subscribe"].map { "log_type \($0)" }
                 + extraConfiguration.map { $0.replacingOccurrences(of: "$DIR", with: directory.path) }
             let configURL = directory.appendingPathComponent("mosquitto.conf")
             try config.joined(separator: "\n").appending("\n").write(to: configURL, atomically: true, encoding: .utf8)
-            let process = try ChildProcess(["mosquitto", "-c", configURL.path], log: directory.appendingPathComponent("mosquitto-\(port).log"))
+            // mosquitto block-buffers stdout into a file; line buffering makes its log current.
+            let process = try ChildProcess(["stdbuf", "-oL", "mosquitto", "-c", configURL.path], log: directory.appendingPathComponent("mosquitto-\(port).log"))
             do {
                 try TestEnvironment.waitUntilListening(port, timeout: 5)
                 self.port = port
@@ -127,6 +131,24 @@ public final class MosquittoBroker: @unchecked Sendable {
 
     public var pid: Int32 { process.pid }
     public var log: String { process.log }
+
+    /// How many subscriptions to exactly `filter` the broker has logged
+    /// ("<time>: <client id> <qos> <filter>").
+    public func subscriptions(to filter: String) -> Int {
+        log.split(separator: "\n").filter { line in (0...2).contains { line.hasSuffix(" \($0) \(filter)") } }.count
+    }
+
+    /// Runs `start` (which starts a subscriber to `filter`, directly or through a bridge) and
+    /// returns once the broker has logged the new subscription. mosquitto handles one packet at
+    /// a time, so whatever is published after that reaches the subscriber.
+    public func awaitSubscription<T>(to filter: String, timeout: Double = 30, _ start: () throws -> T) throws -> T {
+        let before = subscriptions(to: filter)
+        let started = try start()
+        guard TestEnvironment.waitUntil(timeout: timeout, { subscriptions(to: filter) > before }) else {
+            throw TestError("no subscription to \(filter) within \(timeout) s; broker log: \(log.suffix(2000))")
+        }
+        return started
+    }
 
     public func stop() {
         process.stop()
