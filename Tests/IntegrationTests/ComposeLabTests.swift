@@ -32,35 +32,47 @@ struct ComposeLabTests {
         return Run(status: r.status, lines: lines.map { (service: $0.0, text: $0.1) })
     }
 
-    static let telemetry = "plant/line1/telemetry SECRET-MARKER temp=21.5"
-    static let forbidden = "plant/safety/override OPEN-ALL-VALVES"
-    static let relayed = "from-a/sensors/boiler/temp 88.1"
+    /// One row of compose/lab/expected (the list compose/check-with-docker.sh checks too).
+    struct Expectation {
+        var service: String
+        var check: String
+        var text: String
+    }
 
-    @Test("plain and stunnel carry every topic the client sends, the forbidden one too", arguments: [("plain", "web-b:8080"), ("stunnel", "stunnel-a:8080")])
-    func tunnelsCarryEverything(variant: String, web: String) throws {
+    static func expectations(for variant: String) throws -> [Expectation] {
+        let file = TestEnvironment.repositoryRoot.appendingPathComponent("compose/lab/expected")
+        return try String(contentsOf: file, encoding: .utf8).split(separator: "\n").compactMap { line in
+            let fields = line.split(separator: "|", maxSplits: 3, omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
+            guard !line.hasPrefix("#"), fields.count == 4, fields[0] == variant else { return nil }
+            return Expectation(service: fields[1], check: fields[2], text: fields[3])
+        }
+    }
+
+    @Test("Each variant shows what compose/lab/expected lists: plain and stunnel carry the forbidden topic too; mqbridge pairs, refuses it under site B's ACL, passes the page and relays; mosquitto's bridge relays",
+          arguments: ["plain", "stunnel", "mqbridge", "mosquitto-bridge"])
+    func variant(_ variant: String) throws {
+        let rows = try Self.expectations(for: variant)
+        #expect(!rows.isEmpty, "compose/lab/expected lists nothing for \(variant)")
         guard let lab = try run(variant) else { return }
         #expect(lab.status == 0, "\(lab.all)")
-        #expect(lab.output(of: "observer-b") == [Self.telemetry, Self.forbidden], "\(lab.all)")
-        #expect(lab.output(of: "client-a").contains("client-a: GET http://\(web)/ -> hello from site B's web server"), "\(lab.all)")
-    }
-
-    @Test("mqbridge: pairing, the remote proxy under site B's ACL, the passthrough and the relay")
-    func mqbridge() throws {
-        guard let lab = try run("mqbridge") else { return }
-        #expect(lab.status == 0, "\(lab.all)")
-        // Each exactly once, in either order (the relay and the remote proxy are separate paths).
-        #expect(lab.output(of: "observer-b").sorted() == [Self.telemetry, Self.relayed].sorted(), "\(lab.all)")
-        #expect(lab.output(of: "client-a").contains("client-a: GET http://bridge-a:8080/ -> hello from site B's web server"), "\(lab.all)")
-        let digits = ["bridge-a", "bridge-b"].map { site in lab.output(of: site).first { $0.contains("comparison:") }?.split(separator: ":").last }
-        #expect(digits[0] != nil && digits[0] == digits[1], "\(lab.all)")
-        let denial = lab.output(of: "bridge-b").first { $0.contains("\"event\":\"denied\"") } ?? ""
-        #expect(denial.contains("\"topic\":\"plant/safety/override\"") && denial.contains("acl.conf:5\""), "\(lab.all)")
-    }
-
-    @Test("mosquitto's bridge relays sensors/# over TLS 1.3")
-    func mosquittoBridge() throws {
-        guard let lab = try run("mosquitto-bridge") else { return }
-        #expect(lab.status == 0, "\(lab.all)")
-        #expect(lab.output(of: "observer-b") == [Self.relayed], "\(lab.all)")
+        // `exactly`: the service printed these lines, each once, in any order.
+        let exact = Dictionary(grouping: rows.filter { $0.check == "exactly" }, by: \.service)
+        for (service, wanted) in exact {
+            #expect(lab.output(of: service).sorted() == wanted.map(\.text).sorted(), "\(service)\n\(lab.all)")
+        }
+        for row in rows where row.check != "exactly" {
+            switch row.check {
+            case "line":
+                let parts = row.text.components(separatedBy: " && ")
+                #expect(lab.output(of: row.service).contains { line in parts.allSatisfy(line.contains) }, "\(row.service): no line with \(row.text)\n\(lab.all)")
+            case "pairing":
+                let digits = row.service.split(separator: " ").map { site in
+                    lab.output(of: String(site)).first { $0.contains("comparison:") }?.split(separator: ":").last.map { $0.trimmingCharacters(in: .whitespaces) }
+                }
+                #expect(digits.count >= 2 && digits[0] != nil && Set(digits).count == 1, "pairing digits \(digits)\n\(lab.all)")
+            default:
+                Issue.record("compose/lab/expected: unknown check \(row.check)")
+            }
+        }
     }
 }

@@ -19,9 +19,10 @@ sys.exit(f"nothing listening at {sys.argv[1]}:{sys.argv[2]}")
 PY
 }
 
-publish() {  # topic payload: retried while the path comes up
+publish() {  # topic payload: retried while the path comes up; retained, so that an
+              # observer-b that subscribes late (a loaded machine) still sees what arrived
     for _ in 1 2 3 4 5 6 7 8 9 10; do
-        if mosquitto_pub -h "$MQTT_HOST" -p "$MQTT_PORT" -u plc -i "client-a" -q 1 -t "$1" -m "$2" 2>/dev/null; then
+        if mosquitto_pub -h "$MQTT_HOST" -p "$MQTT_PORT" -u plc -i "client-a" -q 1 -r -t "$1" -m "$2" 2>/dev/null; then
             echo "client-a: published $1: $2"
             return 0
         fi
