@@ -239,7 +239,7 @@ struct ProxyIntegrationTests {
         while !text.contains("ready\n") { text += String(decoding: reader.availableData, as: UTF8.self) }
         try "user alice\ntopic readwrite a/#\ntopic readwrite b/#\n".write(toFile: site.aclPath, atomically: true, encoding: .utf8)
         site.bridge.process.signal(SIGHUP)
-        _ = TestEnvironment.waitUntil(timeout: 5) { !site.bridge.lines(event: "acl_change").isEmpty }
+        _ = TestEnvironment.waitUntil(timeout: 30) { !site.bridge.lines(event: "acl_change").isEmpty }
         input.fileHandleForWriting.write(Data("go\n".utf8))
         process.waitUntilExit()
         text += String(decoding: reader.readDataToEndOfFile(), as: UTF8.self)

@@ -124,7 +124,7 @@ struct TwoSiteTests {
         try lab.start()
         #expect(lab.a.lines(event: "link_up").first?["tls"] == "TLSv1.3")
         // A is up when B's HELLO arrives; B logs its side when A's HELLO arrives, a moment later.
-        _ = TestEnvironment.waitUntil(timeout: 5) { !lab.b.lines(event: "link_up").isEmpty }
+        _ = TestEnvironment.waitUntil(timeout: 30) { !lab.b.lines(event: "link_up").isEmpty }
         #expect(lab.b.lines(event: "link_up").first?["peer"] == "site-a")
         let port = "\(lab.remotePort("broker"))"
         // No time limit on the subscriber (a loaded machine can take seconds per process): it

@@ -116,7 +116,7 @@ public final class MosquittoBroker: @unchecked Sendable {
             // mosquitto block-buffers stdout into a file; line buffering makes its log current.
             let process = try ChildProcess(["stdbuf", "-oL", "mosquitto", "-c", configURL.path], log: directory.appendingPathComponent("mosquitto-\(port).log"))
             do {
-                try TestEnvironment.waitUntilListening(port, timeout: 5)
+                try TestEnvironment.waitUntilListening(port, timeout: 15)
                 self.port = port
                 self.process = process
                 return
