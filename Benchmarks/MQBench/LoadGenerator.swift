@@ -153,7 +153,7 @@ enum Load {
                         noDelay: Bool = false) throws -> (p50: Double, p99: Double, received: Int, sent: Int) {
         let total = Int(Double(rate) * seconds)
         let receiver = Receiver(capacity: total, recordLatency: true)
-        let subscriber = try MosquittoClient(id: "lat-sub-\(UUID().uuidString.prefix(8))", host: subscribeHost ?? host, port: subscribePort ?? port, username: "bench")
+        let subscriber = try MosquittoClient(id: "lat-sub-\(UUID().uuidString.prefix(8))", host: subscribeHost ?? host, port: subscribePort ?? port, username: "bench", noDelay: noDelay)
         subscriber.onMessage = { receiver.record($0) }
         subscriber.subscribe("bench/lat", qos: qos)
         let publisher = try MosquittoClient(id: "lat-pub-\(UUID().uuidString.prefix(8))", host: host, port: port, username: "bench", noDelay: noDelay)

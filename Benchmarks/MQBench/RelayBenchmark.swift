@@ -16,6 +16,8 @@ struct RelayBenchmark: ParsableCommand {
     @Option(help: "Messages per second for the latency cases.") var rate: Int = 2000
     @Option(help: "Every broker's max_inflight_messages (mosquitto's default is 20): how many QoS 1 messages a broker sends a relay or bridge before it waits for acknowledgements.")
     var brokerInflight: Int = 100
+    @Flag(help: "TCP_NODELAY outside the bridges too: on the load clients and on every broker (`set_tcp_nodelay true`). By default both leave Nagle on, and a QoS 0 message that nothing answers can wait for a delayed ACK at broker A and at the subscriber, on both paths alike; with this flag the latency rows show what the bridges add.")
+    var noDelay = false
 
     func run() throws {
         let workspace = try BenchWorkspace(name: "relaybench")
@@ -23,7 +25,7 @@ struct RelayBenchmark: ParsableCommand {
         func path(_ p: String) -> String { workspace.path(p) }
         func sh(_ command: String) throws { try workspace.sh(command) }
         // The same broker settings on every broker: nothing dropped for a slow consumer.
-        let common = ["max_queued_messages 0", "max_inflight_messages \(brokerInflight)", "log_type error"]
+        let common = ["max_queued_messages 0", "max_inflight_messages \(brokerInflight)", "log_type error"] + (noDelay ? ["set_tcp_nodelay true"] : [])
 
         // mqbridge: a relay at each site.
         let relayA = try MosquittoBroker(extraConfiguration: common)
@@ -94,7 +96,7 @@ struct RelayBenchmark: ParsableCommand {
         print("mqbridge relay benchmark — mosquitto \(mosquittoVersion()), \(ProcessInfo.processInfo.activeProcessorCount) cores, median of \(rounds) rounds, 64-byte payloads")
         print("publishers → broker A → {mqbridge A → link → mqbridge B | mosquitto bridge over TLS 1.3} → broker B → subscriber")
         print("mqbridge QoS 1 is durable (fsync before the broker is acknowledged); mosquitto's bridge keeps its queue in memory")
-        print("every broker: max_inflight_messages \(brokerInflight), max_queued_messages 0 (unlimited)")
+        print("every broker: max_inflight_messages \(brokerInflight), max_queued_messages 0 (unlimited)\(noDelay ? ", set_tcp_nodelay true; load clients with TCP_NODELAY" : "")")
         print("")
         let paths: [(String, Int, Int, [Int32])] = [
             ("mqbridge", relayA.port, relayB.port, [a.process.pid, b.process.pid, relayA.pid, relayB.pid]),
@@ -125,7 +127,7 @@ struct RelayBenchmark: ParsableCommand {
             var p50: [String: [Double]] = [:], p99: [String: [Double]] = [:]
             for _ in 0..<rounds {
                 for (name, publishPort, subscribePort, _) in paths {
-                    let l = try Load.latency(host: "127.0.0.1", port: publishPort, subscribePort: subscribePort, qos: qos, rate: rate, seconds: 2)
+                    let l = try Load.latency(host: "127.0.0.1", port: publishPort, subscribePort: subscribePort, qos: qos, rate: rate, seconds: 2, noDelay: noDelay)
                     p50[name, default: []].append(l.p50)
                     p99[name, default: []].append(l.p99)
                     usleep(500_000)
