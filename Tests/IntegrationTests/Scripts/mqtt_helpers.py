@@ -82,7 +82,7 @@ class Client:
         with self.lock:
             return list(self.messages)
 
-    def wait_for(self, count, timeout=5):
+    def wait_for(self, count, timeout=30):
         deadline = time.time() + timeout
         while time.time() < deadline:
             if len(self.received()) >= count:
