@@ -156,11 +156,11 @@ struct NamespaceTests {
         let linked = try capture(lab, name: "link") {
             bridgeA = try lab.spawn(lab.nsA, [binary, "run", "--config", lab.path("a/mqbridge.yaml")], log: "a.log")
             try lab.waitForLog(bridgeA!, "\"event\":\"link_up\"")
-            let sub = try lab.spawn(lab.nsB, ["mosquitto_sub", "-h", "127.0.0.1", "-p", "1883", "-t", "plant/#", "-C", "1", "-W", "10"], log: "sub.log")
-            usleep(300_000)
-            let pub = try lab.run(lab.nsA, ["mosquitto_pub", "-h", "127.0.0.1", "-p", "1883", "-u", "plc", "-t", "plant/secret", "-m", marker, "-q", "1"])
+            let sub = try lab.spawn(lab.nsB, ["mosquitto_sub", "-h", "127.0.0.1", "-p", "1883", "-t", "plant/#", "-C", "1", "-W", "30"], log: "sub.log")
+            // Retained: the subscriber gets it even if it subscribes after it arrived.
+            let pub = try lab.run(lab.nsA, ["mosquitto_pub", "-h", "127.0.0.1", "-p", "1883", "-u", "plc", "-t", "plant/secret", "-m", marker, "-q", "1", "-r"])
             #expect(pub.status == 0, "\(pub.stderr)")
-            sub.wait(timeout: 10)
+            sub.wait(timeout: 30)
             #expect(sub.log == marker + "\n", "the MQTT message did not cross the link")
             let page = try lab.run(lab.nsA, ["python3", "-c", "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:8080/page.html').read().decode(), end='')"])
             #expect(page.stdout.contains(marker), "the HTTP response did not cross the link: \(page.stderr)")
