@@ -115,16 +115,21 @@ public final class MosquittoBroker: @unchecked Sendable {
             try config.joined(separator: "\n").appending("\n").write(to: configURL, atomically: true, encoding: .utf8)
             // mosquitto block-buffers stdout into a file; line buffering makes its log current.
             let process = try ChildProcess(["stdbuf", "-oL", "mosquitto", "-c", configURL.path], log: directory.appendingPathComponent("mosquitto-\(port).log"))
-            do {
-                try TestEnvironment.waitUntilListening(port, timeout: 15)
+            // Up once it says "running" (after every listener is open) and accepts on the
+            // port; a mosquitto that exits has lost the race for the port or refused the
+            // configuration.
+            _ = TestEnvironment.waitUntil(timeout: 15) {
+                process.hasExited || (process.log.contains(" running") && TestEnvironment.isListening(port))
+            }
+            if !process.hasExited && process.log.contains(" running") {
                 self.port = port
                 self.process = process
                 return
-            } catch {
-                // Lost the race for the port, or mosquitto refused the config: try again.
-                process.stop(grace: 0)
-                lastError = TestError("\(error); log: \(process.log)")
             }
+            process.stop(grace: 0)
+            lastError = TestError("mosquitto did not start on 127.0.0.1:\(port); log: \(process.log)")
+            // Only a port someone else took is worth another try.
+            if process.hasExited && !process.log.contains("Address already in use") { break }
         }
         throw lastError ?? TestError("mosquitto did not start")
     }
