@@ -123,7 +123,7 @@ def basic(version):
     granted = a.sub([(t("basic"), 2)])
     for q in (0, 1, 2):
         a.pub(t("basic"), f"qos {q}", q)
-    a.wait_for(3, 30)
+    a.wait_for(3)
     time.sleep(0.2)
     a.close()
     return {"granted": granted, "messages": a.got(sort=True)}
@@ -137,7 +137,7 @@ def retained(version):
         a.pub(t(f"retained/q{q}"), f"qos {q}", q, retain=True, props=up)
     time.sleep(0.3)
     a.sub([(t("retained/+"), 2)])
-    a.wait_for(3, 30)
+    a.wait_for(3)
     time.sleep(0.3)
     for q in (0, 1, 2):
         a.pub(t(f"retained/q{q}"), b"", 1, retain=True)
@@ -154,7 +154,7 @@ def will(version):
     a.connect()
     time.sleep(0.1)
     a.kill()
-    b.wait_for(1, 30)
+    b.wait_for(1)
     time.sleep(0.2)
     b.close()
     return {"messages": b.got()}
@@ -193,7 +193,7 @@ def offline_queueing(version):
     b.close()
     a2 = C("offline-a", version, clean=False, props=expiry)
     present = a2.connect()["session_present"]
-    a2.wait_for(3, 30)
+    a2.wait_for(3)
     time.sleep(0.3)
     a2.close()
     # End the session (clean start, then leave).
@@ -221,7 +221,7 @@ def keepalive(version):
     s = socket.create_connection(("127.0.0.1", PORT))
     s.sendall(raw_connect(f"ka-a-{tag()}", version, keepalive=2, will_topic=t("keepalive"), will_payload=b"keepalive expiry"))
     s.recv(64)
-    b.wait_for(1, 30)  # mosquitto checks keep-alives every few seconds: 3 to 6 s here
+    b.wait_for(1)  # mosquitto checks keep-alives every few seconds: 3 to 6 s here
     s.close()
     b.close()
     return {"messages": b.got()}
@@ -234,13 +234,13 @@ def redelivery(version):
     b.sub([(t("redeliver/#"), 2)])
     b.pub(t("redeliver/q1"), "q1", 1)
     b.pub(t("redeliver/q2"), "q2", 2)
-    b.wait_for(2, 30)
+    b.wait_for(2)
     first = b.got(sort=True)
     b.kill()
     time.sleep(0.3)
     b2 = C("redeliver", version, clean=False, props=expiry)
     present = b2.connect()["session_present"]
-    b2.wait_for(2, 30)
+    b2.wait_for(2)
     time.sleep(0.3)
     b2.close()
     end = C("redeliver", version, clean=True)
@@ -270,7 +270,7 @@ def unsubscribe(version):
     a.connect()
     for n in (0, 1, 2):
         a.pub(t(f"unsub/{n}"), f"topic {n}", 1)
-    b.wait_for(2, 30)
+    b.wait_for(2)
     time.sleep(0.3)
     a.close()
     b.close()
@@ -318,7 +318,7 @@ def relayed(name, version, publications, count, sub_props=None):
     a.connect()
     for topic, payload, p in publications:
         a.pub(topic, payload, 1, props=p)
-    b.wait_for(count, 30)
+    b.wait_for(count)
     time.sleep(0.2)
     a.close()
     b.close()
@@ -364,12 +364,12 @@ def flow_control(version):
     a.connect()
     for n in range(5):
         a.pub(t("flow"), f"m{n}", 1)
-    b.wait_for(2, 30)
+    b.wait_for(2)
     time.sleep(0.5)  # a third would have arrived by now
     before = len(b.got())
     for m in list(b.raw):
         b.c.ack(m.mid, m.qos)
-    b.wait_for(5, 30)
+    b.wait_for(5)
     time.sleep(0.2)
     a.close()
     b.close()
@@ -385,7 +385,7 @@ def max_packet_size(version):
     a.connect()
     a.pub(t("maxpkt"), "x" * 400, 1)
     a.pub(t("maxpkt"), "small", 1)
-    b.wait_for(1, 30)
+    b.wait_for(1)
     time.sleep(0.3)
     a.close()
     b.close()
@@ -408,7 +408,7 @@ def will_delay(version):
     c = C("wd-c", version, clean=True, props=expiry, will={"topic": t("willdelay/late"), "payload": "delayed will", "qos": 1, "props": wprops})
     c.connect()
     c.kill()
-    b.wait_for(1, 30)
+    b.wait_for(1)
     time.sleep(0.3)
     b.close()
     for cid in ("wd-a", "wd-c"):
@@ -427,7 +427,7 @@ def large(version):
     for size in sizes:
         a.pub(t("large"), bytes([size % 251]) * size, 1)
         time.sleep(0.1)
-    a.wait_for(len(sizes), 30)
+    a.wait_for(len(sizes))
     a.close()
     return {"received": [(len(m.payload), m.payload == bytes([len(m.payload) % 251]) * len(m.payload)) for m in a.raw]}
 

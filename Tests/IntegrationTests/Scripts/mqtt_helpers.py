@@ -83,6 +83,8 @@ class Client:
             return list(self.messages)
 
     def wait_for(self, count, timeout=30):
+        # Returns as soon as `count` messages are in; the limit is only for a run that fails,
+        # and generous because `make test` runs every suite at once.
         deadline = time.time() + timeout
         while time.time() < deadline:
             if len(self.received()) >= count:

@@ -40,7 +40,7 @@ def flows(proxy, broker, protocol):
     late = Client(proxy, uid("alice"), protocol, "alice")
     late.connect()
     late.subscribe([("sensors/retained", 1)])
-    late.wait_for(1, 30)
+    late.wait_for(1)
     time.sleep(0.5)
     bob.publish("sensors/retained", b"", qos=1, retain=True)  # clear it
     result = {"granted": granted, "alice": alice.received(), "late": late.received(), "observer": obs.received()}
@@ -62,7 +62,7 @@ time.sleep(0.3)
 os.kill(os.getpid(), signal.SIGKILL)
 """
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
-    obs.wait_for(1, 30)
+    obs.wait_for(1)
     denied = Client(proxy, uid("mallory"), protocol, "mallory", will={"topic": "sensors/x", "payload": "nope"})
     denied_connack = denied.connect()
     result = {"child": p.stdout.strip(), "observer": obs.received(), "denied_will_connack": denied_connack}
@@ -86,7 +86,7 @@ def session(proxy, broker, protocol):
     bob.close()
     again = Client(proxy, cid, protocol, "alice", clean=False, properties=_session_expiry(protocol))
     second = again.connect()
-    again.wait_for(3, 30)
+    again.wait_for(3)
     result = {"first": first, "second": second, "messages": again.received()}
     again.close()
     cleaner = Client(proxy, cid, protocol, "alice", clean=True)
@@ -118,10 +118,10 @@ def oversized(proxy, broker, protocol):
     direct.publish("sensors/big", "queued-small", qos=1)
     back = Client(proxy, cid, protocol, "alice", clean=False, properties=_session_expiry(protocol))
     resumed = back.connect()
-    back.wait_for(1, 30)
+    back.wait_for(1)
     direct.publish("sensors/big", "y" * 10000, qos=2)   # live, at QoS 2
     direct.publish("sensors/big", "live-small", qos=1)
-    back.wait_for(2, 30)
+    back.wait_for(2)
     time.sleep(0.3)
     back.close()
     # Reconnecting again: nothing is redelivered (the skipped ones were acknowledged).
