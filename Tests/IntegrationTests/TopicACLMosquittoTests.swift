@@ -72,6 +72,20 @@ struct TopicACLMosquittoTests {
         acl.decide(.client(username: q.username, clientID: q.client_id), topic: q.topic, access: q.access == "read" ? .read : .write)
     }
 
+    /// Asks mosquitto and TopicACL the same queries on `text`, expects the same answers, and
+    /// returns mosquitto's.
+    @discardableResult
+    static func compare(_ text: String, _ queries: [Query], source: String) throws -> [Bool] {
+        let acl = try CompiledACL(parsing: text, source: source)
+        let theirs = try mosquittoDecisions(text, queries)
+        #expect(theirs.count == queries.count)
+        for (query, reference) in zip(queries, theirs) {
+            let decision = ours(acl, query)
+            #expect(decision.isAllowed == reference, "\(query.access) \(query.topic) as \(query.username ?? "-")/\(query.client_id): mosquitto \(reference), ours \(decision)\n\(text)")
+        }
+        return theirs
+    }
+
     @Test("Random acl_files: 4 files × 45 publish/subscribe decisions", arguments: [11, 23, 37, 41] as [UInt64])
     func randomFiles(seed: UInt64) throws {
         // Skip generated files that would allow (or deny) nearly everything: they test little.
@@ -84,16 +98,9 @@ struct TopicACLMosquittoTests {
             attempt &+= 1000
             (text, queries) = Self.randomCase(seed: attempt)
         }
-        let acl = try CompiledACL(parsing: text, source: "random.acl")
-        let theirs = try Self.mosquittoDecisions(text, queries)
-        #expect(theirs.count == queries.count)
-        var allowedCount = 0
-        for (query, reference) in zip(queries, theirs) {
-            let decision = Self.ours(acl, query)
-            if reference { allowedCount += 1 }
-            #expect(decision.isAllowed == reference, "\(query.access) \(query.topic) as \(query.username ?? "-")/\(query.client_id): mosquitto \(reference), ours \(decision)\n\(text)")
-        }
+        let theirs = try Self.compare(text, queries, source: "random.acl")
         // The generated cases must exercise both outcomes to mean anything.
+        let allowedCount = theirs.filter { $0 }.count
         #expect(allowedCount > 0 && allowedCount < queries.count)
     }
 
@@ -132,12 +139,7 @@ struct TopicACLMosquittoTests {
             ("b+d", "bd", "inbox/bd", "read"), ("b+d", "bd", "dev/bd/x", "read"), (nil, "e#", "dev/e/x", "read"), (nil, "e#", "public", "read"),
         ]
         let queries = q.map { Query(username: $0.0, client_id: $0.1, topic: $0.2, access: $0.3) }
-        let acl = try CompiledACL(parsing: text, source: "edges.acl")
-        let theirs = try Self.mosquittoDecisions(text, queries)
-        for (query, reference) in zip(queries, theirs) {
-            let decision = Self.ours(acl, query)
-            #expect(decision.isAllowed == reference, "\(query.access) \(query.topic) as \(query.username ?? "-")/\(query.client_id): mosquitto \(reference), ours \(decision)")
-        }
+        try Self.compare(text, queries, source: "edges.acl")
     }
 
     @Test("Documented divergence: a username containing '/' gets no pattern access here; mosquitto 2.0.11 substitutes it")
@@ -150,17 +152,6 @@ struct TopicACLMosquittoTests {
         #expect(theirs == [true, true])
         #expect(Self.ours(acl, queries[0]).reason == .unsafeIdentity(field: "username", value: "alice/admin"))
         #expect(Self.ours(acl, queries[1]).isAllowed)
-    }
-
-    /// Asks mosquitto and TopicACL the same queries on `text`; expects the same answers.
-    static func compare(_ text: String, _ queries: [Query]) throws {
-        let acl = try CompiledACL(parsing: text, source: "quirk.acl")
-        let theirs = try mosquittoDecisions(text, queries)
-        #expect(theirs.count == queries.count)
-        for (query, reference) in zip(queries, theirs) {
-            let ours = Self.ours(acl, query)
-            #expect(ours.isAllowed == reference, "\(query.access) \(query.topic) as \(query.username ?? "-")/\(query.client_id): mosquitto \(reference), ours \(ours)\n\(text)")
-        }
     }
 
     /// The line TopicACL names when it refuses `text` (nil: accepted).
@@ -206,7 +197,7 @@ struct TopicACLMosquittoTests {
              [("alice", "alice", "/x", "read"), ("alice", "a2", "//", "write"), ("alice", "a3", "a", "read"), ("alice", "a4", "a/", "read")]),
         ]
         for (text, q) in accepted {
-            try Self.compare(text, q.map { Query(username: $0.0, client_id: $0.1, topic: $0.2, access: $0.3) })
+            try Self.compare(text, q.map { Query(username: $0.0, client_id: $0.1, topic: $0.2, access: $0.3) }, source: "quirk.acl")
         }
         // Refused by mosquitto ("Error opening acl file"); refused here, naming the line.
         let refused: [(String, Int)] = [
