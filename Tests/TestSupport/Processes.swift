@@ -118,10 +118,12 @@ public final class MosquittoBroker: @unchecked Sendable {
             // Up once it says "running" (after every listener is open) and accepts on the
             // port; a mosquitto that exits has lost the race for the port or refused the
             // configuration.
-            _ = TestEnvironment.waitUntil(timeout: 15) {
-                process.hasExited || (process.log.contains(" running") && TestEnvironment.isListening(port))
+            var exited = false
+            let up = TestEnvironment.waitUntil(timeout: 15) {
+                exited = process.hasExited
+                return exited || (process.log.contains(" running") && TestEnvironment.isListening(port))
             }
-            if !process.hasExited && process.log.contains(" running") {
+            if up && !exited {
                 self.port = port
                 self.process = process
                 return
@@ -129,7 +131,7 @@ public final class MosquittoBroker: @unchecked Sendable {
             process.stop(grace: 0)
             lastError = TestError("mosquitto did not start on 127.0.0.1:\(port); log: \(process.log)")
             // Only a port someone else took is worth another try.
-            if process.hasExited && !process.log.contains("Address already in use") { break }
+            if exited && !process.log.contains("Address already in use") { break }
         }
         throw lastError ?? TestError("mosquitto did not start")
     }
