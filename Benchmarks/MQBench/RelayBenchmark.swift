@@ -25,7 +25,7 @@ struct RelayBenchmark: ParsableCommand {
         func path(_ p: String) -> String { workspace.path(p) }
         func sh(_ command: String) throws { try workspace.sh(command) }
         // The same broker settings on every broker: nothing dropped for a slow consumer.
-        let common = ["max_queued_messages 0", "max_inflight_messages \(brokerInflight)", "log_type error"] + (noDelay ? ["set_tcp_nodelay true"] : [])
+        let common = ["max_queued_messages 0", "max_inflight_messages \(brokerInflight)"] + (noDelay ? ["set_tcp_nodelay true"] : [])
 
         // mqbridge: a relay at each site.
         let relayA = try MosquittoBroker(extraConfiguration: common)
