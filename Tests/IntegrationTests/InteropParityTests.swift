@@ -21,7 +21,7 @@ struct InteropParityTests {
     /// Same observations, scenario by scenario; and the direct run itself saw what the
     /// protocol promises (so two equally broken runs cannot pass).
     static func compare(direct: [String: Any], bridged: [String: Any]) {
-        #expect(direct.count == 41, "scenarios run: \(direct.keys.sorted())")
+        #expect(direct.count == 47, "scenarios run: \(direct.keys.sorted())")
         for name in direct.keys.sorted() {
             #expect(json(direct[name]) == json(bridged[name]), "\(name) differs:\n  direct:   \(json(direct[name]))\n  mqbridge: \(json(bridged[name]))")
         }
@@ -44,7 +44,7 @@ struct InteropParityTests {
     // Both tests wait for a while on processes: off Swift's cooperative pool, so that the
     // in-process tests running beside them (which need that pool) are not starved. The
     // expectations are checked back on the test's task, where Swift Testing attributes them.
-    @Test("Local proxy: 41 scenarios (3.1, 3.1.1 and 5.0) observe the same through mqbridge as directly")
+    @Test("Local proxy: 47 scenarios (3.1, 3.1.1 and 5.0) observe the same through mqbridge as directly")
     func localProxy() async throws {
         try await Self.check(Self.blockingLocalProxy)
     }
@@ -66,7 +66,7 @@ struct InteropParityTests {
         }
     }
 
-    @Test("Remote proxy: the same 41 scenarios from site A through the TLS link to site B's broker")
+    @Test("Remote proxy: the same 47 scenarios from site A through the TLS link to site B's broker")
     func remoteProxy() async throws {
         try await Self.check(Self.blockingRemoteProxy)
     }

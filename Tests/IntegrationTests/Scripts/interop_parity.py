@@ -14,6 +14,7 @@ import paho.mqtt.client as mqtt
 from mqtt_helpers import Client
 from paho.mqtt.properties import Properties
 from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 PORT = int(sys.argv[1])
@@ -48,8 +49,10 @@ class C(Client):
         self.tag = tag()
         self.raw = []
         self.unsubacks = {}
+        self.pubacks = {}
         super().__init__(PORT, f"{cid}-{self.tag}" if cid else "", VERSIONS[protocol], None, clean, will, props, keepalive, manual_ack)
         self.c.on_unsubscribe = self._on_unsubscribe
+        self.c.on_publish = self._on_publish
 
     def _on_connect(self, c, ud, flags, rc, props):
         p = props.json() if props is not None and hasattr(props, "json") else {}
@@ -75,6 +78,10 @@ class C(Client):
     def _on_unsubscribe(self, c, ud, mid, rcs, props):
         with self.lock:
             self.unsubacks[mid] = [r.value if hasattr(r, "value") else int(r) for r in rcs] if rcs else []
+
+    def _on_publish(self, c, ud, mid, rc, props):
+        with self.lock:
+            self.pubacks[mid] = rc.value if hasattr(rc, "value") else int(rc)
 
     def sub(self, filters, props=None):
         rc, mid = self.c.subscribe(filters, properties=props)
@@ -103,6 +110,12 @@ class C(Client):
         with self.lock:
             m = list(self.messages)
         return sorted(m, key=lambda e: json.dumps(e, sort_keys=True)) if sort else m
+
+    def leave(self, reason, props=None):
+        """DISCONNECT with a v5 reason code (and properties), then stop."""
+        self.c.disconnect(reasoncode=ReasonCode(PacketTypes.DISCONNECT, identifier=reason), properties=props)
+        self.disconnected.wait(5)
+        self.c.loop_stop()
 
     def kill(self):
         """Drop the connection without DISCONNECT (the will must be published)."""
@@ -147,10 +160,13 @@ def retained(version):
 
 
 def will(version):
+    """A client that drops its connection: its will is published (in 5.0 with its properties)."""
     b = C("will-b", version)
     b.connect()
     b.sub([(t("will"), 2)])
-    a = C("will-a", version, will={"topic": t("will"), "payload": "client not disconnected", "qos": 1}, keepalive=2)
+    wprops = props(PacketTypes.WILLMESSAGE, ContentType="text/plain", PayloadFormatIndicator=1, ResponseTopic=t("will/resp"),
+                   CorrelationData=b"c-9", UserProperty=[("site", "a"), ("site", "b")]) if version == mqtt.MQTTv5 else None
+    a = C("will-a", version, will={"topic": t("will"), "payload": "client not disconnected", "qos": 1, "props": wprops}, keepalive=2)
     a.connect()
     time.sleep(0.1)
     a.kill()
@@ -432,6 +448,108 @@ def large(version):
     return {"received": [(len(m.payload), m.payload == bytes([len(m.payload) % 251]) * len(m.payload)) for m in a.raw]}
 
 
+def message_expiry(version):
+    """Messages queued for an offline session: the one whose expiry passed is not delivered."""
+    expiry = props(PacketTypes.CONNECT, SessionExpiryInterval=60)
+    a = C("msgexp", version, clean=False, props=expiry)
+    a.connect()
+    a.sub([(t("msgexp/+"), 1)])
+    a.close()
+    b = C("msgexp-b", version)
+    b.connect()
+    b.pub(t("msgexp/short"), "expires", 1, props=props(PacketTypes.PUBLISH, MessageExpiryInterval=1))
+    b.pub(t("msgexp/long"), "kept", 1, props=props(PacketTypes.PUBLISH, MessageExpiryInterval=60))
+    b.close()
+    time.sleep(2.5)
+    a2 = C("msgexp", version, clean=False, props=expiry)
+    a2.connect()
+    a2.wait_for(1)
+    time.sleep(0.3)
+    a2.close()
+    remaining = [m.properties.MessageExpiryInterval for m in a2.raw if hasattr(m.properties, "MessageExpiryInterval")]
+    end = C("msgexp", version, clean=True)
+    end.connect()
+    end.close()
+    return {"messages": a2.got(), "remaining below 60": [r < 60 for r in remaining]}
+
+
+def subscription_ids(version):
+    """Two subscriptions with their own identifiers that both match one publication."""
+    a = C("subid", version)
+    a.connect()
+    a.sub([(t("subid/#"), 1)], props=props(PacketTypes.SUBSCRIBE, SubscriptionIdentifier=1))
+    a.sub([(t("subid/+"), 1)], props=props(PacketTypes.SUBSCRIBE, SubscriptionIdentifier=268435455))
+    a.pub(t("subid/x"), "both", 1)
+    a.wait_for(1)
+    time.sleep(0.5)
+    a.close()
+    return {"messages": a.got(sort=True)}
+
+
+def disconnect_reasons(version):
+    """DISCONNECT 0x04 publishes the will; DISCONNECT 0x00 does not."""
+    b = C("dwill-b", version)
+    b.connect()
+    b.sub([(t("dwill/#"), 1)])
+    for reason, name in ((0x00, "normal"), (0x04, "with will")):
+        a = C(f"dwill-{reason}", version, will={"topic": t(f"dwill/{reason}"), "payload": name, "qos": 1})
+        a.connect()
+        a.leave(reason)
+    b.wait_for(1)
+    time.sleep(0.5)
+    b.close()
+    return {"messages": b.got()}
+
+
+def disconnect_expiry(version):
+    """A session expiry set on DISCONNECT is the one the broker keeps the session for."""
+    out = {}
+    for label, leaving in (("kept", None), ("ended on DISCONNECT", props(PacketTypes.DISCONNECT, SessionExpiryInterval=0))):
+        cid = f"dexp-{len(out)}"
+        a = C(cid, version, clean=True, props=props(PacketTypes.CONNECT, SessionExpiryInterval=60))
+        a.connect()
+        a.sub([(t("dexp"), 1)])
+        a.leave(0x00, leaving)
+        time.sleep(0.2)
+        a2 = C(cid, version, clean=False, props=props(PacketTypes.CONNECT, SessionExpiryInterval=0))
+        out[label] = a2.connect()["session_present"]
+        a2.close()
+    return out
+
+
+def unsubscribe_missing(version):
+    """v5 UNSUBACK: 0x11 for a filter that had no subscription, 0x00 for one that had."""
+    a = C("unsubm", version)
+    a.connect()
+    a.sub([(t("unsubm/yes"), 1)])
+    codes = a.unsub([t("unsubm/no"), t("unsubm/yes")])
+    a.close()
+    return {"unsuback": codes}
+
+
+def payload_format(version):
+    """PUBLISH that says its payload is UTF-8 but is not: what the publisher and a subscriber see."""
+    b = C("pfi-b", version)
+    b.connect()
+    b.sub([(t("pfi"), 1)])
+    a = C("pfi-a", version)
+    a.connect()
+    info = a.c.publish(t("pfi"), b"ok \xff\xfe", qos=1, properties=props(PacketTypes.PUBLISH, PayloadFormatIndicator=1))
+    info.wait_for_publish(5)
+    time.sleep(0.3)
+    after = a.c.is_connected()
+    if after:
+        a.pub(t("pfi"), "valid", 1, props=props(PacketTypes.PUBLISH, PayloadFormatIndicator=1))
+    b.wait_for(1)
+    time.sleep(0.3)
+    a.close()
+    b.close()
+    with a.lock:
+        acks = [a.pubacks.get(mid) for mid in sorted(a.pubacks)]
+    return {"pubacks": acks, "publisher connected": after, "disconnect": a.disconnect_reason if not after else None,
+            "messages": b.got()}
+
+
 def raw_connect(cid, version, keepalive, will_topic=None, will_payload=b"", clean=True):
     """A CONNECT packet built by hand (3.1, 3.1.1 or 5), for a client that must stay silent."""
     def s(b):
@@ -452,9 +570,13 @@ SCENARIOS = {
     "overlapping": overlapping, "keepalive": keepalive, "redelivery": redelivery, "dollar": dollar, "unsubscribe": unsubscribe,
     "session_expiry": session_expiry, "shared": shared, "topic_alias": topic_alias, "properties": properties,
     "subscribe_options": subscribe_options, "flow_control": flow_control, "max_packet_size": max_packet_size,
-    "will_delay": will_delay, "large": large,
+    "will_delay": will_delay, "large": large, "message_expiry": message_expiry, "subscription_ids": subscription_ids,
+    "disconnect_reasons": disconnect_reasons, "disconnect_expiry": disconnect_expiry,
+    "unsubscribe_missing": unsubscribe_missing, "payload_format": payload_format,
 }
-V5_ONLY = {"session_expiry", "shared", "topic_alias", "properties", "subscribe_options", "flow_control", "max_packet_size", "will_delay"}
+V5_ONLY = {"session_expiry", "shared", "topic_alias", "properties", "subscribe_options", "flow_control", "max_packet_size", "will_delay",
+           "message_expiry", "subscription_ids", "disconnect_reasons", "disconnect_expiry", "unsubscribe_missing",
+           "payload_format"}
 
 if __name__ == "__main__":
     from concurrent.futures import ThreadPoolExecutor
