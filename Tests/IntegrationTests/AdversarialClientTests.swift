@@ -50,6 +50,60 @@ struct AdversarialClientTests {
         try await Self.check(Self.blockingRemoteProxy)
     }
 
+    /// A client that floods QoS 1 PUBLISHes it may not write (each answered by mqbridge itself)
+    /// and reads none of the answers: mqbridge must stop reading it, not queue the answers; and
+    /// its denials are all in the log without a line each (`DenialLogLimit`).
+    @Test("A client that sends without reading is stopped, not buffered; once it reads, every denied PUBLISH has its PUBACK", arguments: ["local", "remote"])
+    func unreadAnswers(path: String) async throws {
+        let (output, logged) = try await TestEnvironment.offPool { try Self.blockingUnreadAnswers(remote: path == "remote") }
+        let result = try ScriptParity.object(output)
+        // Blocked once the kernel's buffers were full (about 10 MB here), far below the 40 MB at
+        // which the script gives up: without the stop, mqbridge read on and queued the answers.
+        #expect(result["blocked"] as? Bool == true, "\(result)")
+        let publishes = result["publishes"] as? Int ?? 0
+        #expect(publishes > 100_000, "\(result)")
+        #expect(result["pubacks"] as? Int == publishes, "\(result)")
+        #expect(result["in_order"] as? Bool == true, "\(result)")
+        #expect(result["pingresp"] as? Bool == true, "\(result)")
+        // Every denial is in the log: a line each for the first 10 of each second, the rest
+        // counted in `denials_suppressed` lines.
+        #expect(logged.lines + logged.suppressed == publishes, "\(logged) for \(publishes) denials")
+        #expect(logged.lines < 2_000, "\(logged)")
+    }
+
+    /// Runs `unread_answers.py` through the local proxy or from site A to site B; returns its
+    /// JSON line and, once they add up to every PUBLISH it sent, the denial lines the proxy
+    /// logged and the count in its `denials_suppressed` lines.
+    static func blockingUnreadAnswers(remote: Bool) throws -> (String, (lines: Int, suppressed: Int)) {
+        let acl = "user alice\ntopic read x\n"
+        func run(port: Int, bridge: BridgeProcess) throws -> (String, (lines: Int, suppressed: Int)) {
+            let r = try TestEnvironment.python("unread_answers.py", ["\(port)", "alice", "40"], timeout: 600)
+            guard r.status == 0, let line = r.stdout.split(separator: "\n").last else { throw TestError("unread_answers.py failed: \(r.stderr)") }
+            let publishes = try ScriptParity.object(String(line))["publishes"] as? Int ?? 0
+            func logged() -> (lines: Int, suppressed: Int) {
+                let lines = bridge.logLines
+                return (lines.filter { $0["event"] == "denied" }.count,
+                        lines.filter { $0["event"] == "denials_suppressed" }.reduce(0) { $0 + (Int($1["count"] ?? "") ?? 0) })
+            }
+            // The last count is logged when the connection closes, after the script has ended.
+            _ = TestEnvironment.waitUntil(timeout: 30) { let l = logged(); return l.lines + l.suppressed >= publishes }
+            return (String(line), logged())
+        }
+        if remote {
+            var lab = try TwoSiteLab()
+            defer { lab.stop() }
+            lab.aclText = acl
+            try lab.start()
+            return try run(port: lab.remotePort("broker"), bridge: lab.b)
+        }
+        let broker = try MosquittoBroker()
+        defer { broker.stop() }
+        let bridge = try BridgeProcess(["run", "--listen", "127.0.0.1:0", "--broker", "127.0.0.1:\(broker.port)",
+                                        "--acl", try TestEnvironment.temporaryFile(acl, name: "unread.acl")])
+        defer { bridge.stop() }
+        return try run(port: bridge.port, bridge: bridge)
+    }
+
     /// Runs both (off the pool), then checks on the test's task.
     static func check(_ runs: @escaping @Sendable () throws -> (String, String)) async throws {
         let (directLine, bridgedLine) = try await TestEnvironment.offPool(runs)

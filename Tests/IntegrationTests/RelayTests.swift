@@ -240,7 +240,7 @@ struct RelayTests {
         #expect(try lab.a.metric("mqbridge_relay_echo_suppressed_total") ?? 0 == 0)
     }
 
-    @Test("Prefixes remap topics and the response topic; retained flag and v5 properties cross; the receiving ACL refuses what it does not grant")
+    @Test("Prefixes remap topics and the response topic; retained flag and v5 properties cross; the receiving ACL refuses what it does not grant, and a flood of refusals is logged in full without a line each")
     func remappingPropertiesRetainedAndACL() throws {
         let lab = try RelayLab()
         defer { lab.stop() }
@@ -301,6 +301,18 @@ struct RelayTests {
         // The retained message is kept at B: a new subscriber gets it, marked retained.
         let late = try TestEnvironment.run(["mosquitto_sub", "-h", "127.0.0.1", "-p", "\(lab.brokerB.port)", "-t", "from-a/sensors/#", "-F", "%t|%p|%r", "-C", "1", "-W", "30"])
         #expect(String(decoding: late.stdout, as: UTF8.self) == "from-a/sensors/t1|21.5|1\n")
+        // 300 more refusals at once: each counted, the log keeps to about 10 lines a second
+        // and reports the rest in `relay_refused_suppressed` lines (the proxy's limit).
+        let flood = try TestEnvironment.run(["mosquitto_pub", "-h", "127.0.0.1", "-p", "\(lab.brokerA.port)", "-t", "commands/reboot", "-q", "1", "-l"],
+                                            stdin: Data(String(repeating: "again\n", count: 300).utf8))
+        #expect(flood.status == 0, "\(flood.stderr)")
+        func logged() -> Int {
+            lab.b.lines(event: "relay_refused").count
+                + lab.b.lines(event: "relay_refused_suppressed").reduce(0) { $0 + (Int($1["count"] ?? "") ?? 0) }
+        }
+        #expect(TestEnvironment.waitUntil(timeout: 30) { logged() == 302 }, "\(logged()) of 302 refusals logged")
+        #expect(try lab.b.metric("mqbridge_relay_refused_total{by=\"this_site\"}") == 302)
+        #expect(lab.b.lines(event: "relay_refused").count < 100)
     }
 
     @Test("Messages larger than the relay stream's flow-control window (600 KiB, 3 MiB) cross intact, in order with small ones; one above 64 MiB is skipped, counted, and holds nothing up")

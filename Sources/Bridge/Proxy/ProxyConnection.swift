@@ -61,6 +61,8 @@ final class ProxyConnection {
     /// Anything but a QoS 0 PUBLISH gets an answer that will carry the TCP ACK.
     private var burst = UnansweredBurst()
     private var closing = false
+    private var denialLog = DenialLogWindow()
+    private var lastSuppressedDenial: DenialEvent?
     private var connectTimer: Scheduled<Void>?
     private var drainTimer: Scheduled<Void>?
     private var logger: Logger
@@ -158,9 +160,13 @@ final class ProxyConnection {
         closeBoth()
     }
 
-    /// Whether the client may be read: only once its packets have somewhere to go.
+    /// Whether the client may be read: only once its packets have somewhere to go, and only
+    /// while the client itself reads what it is sent. A client packet can be answered here
+    /// (a PUBACK for a denied PUBLISH, a SUBACK nothing was forwarded for): a client that sends
+    /// such packets without ever reading would otherwise have the answers pile up in memory.
     func clientMayRead() -> Bool {
-        if closing { return false }
+        if closing || drainTimer != nil { return false }  // closing, or draining for shutdown
+        guard let client, client.isWritable else { return false }
         if case .failedAwaitingConnAck = session.state { return false }
         if session.state == .awaitingConnect { return true }
         guard let broker else { return false }  // still connecting upstream
@@ -178,6 +184,15 @@ final class ProxyConnection {
             brokerReadPending = false
             broker.read()
         }
+        resumeClientReadIfAllowed()
+    }
+
+    /// A client read held back by `clientMayRead` goes ahead once both sides allow it.
+    private func resumeClientReadIfAllowed() {
+        if clientReadPending, clientMayRead(), let client {
+            clientReadPending = false
+            client.read()
+        }
     }
 
     // MARK: Broker side
@@ -191,10 +206,7 @@ final class ProxyConnection {
         for buffer in queuedForBroker { broker.write(NIOAny(buffer), promise: nil) }
         queuedForBroker.removeAll()
         broker.flush()
-        if clientReadPending, let client {
-            clientReadPending = false
-            client.read()
-        }
+        resumeClientReadIfAllowed()
     }
 
     func brokerFrame(_ frame: MQTTFrame) {
@@ -241,10 +253,7 @@ final class ProxyConnection {
     }
 
     func brokerWritabilityChanged() {
-        if let broker, broker.channel.isWritable, clientReadPending, let client {
-            clientReadPending = false
-            client.read()
-        }
+        resumeClientReadIfAllowed()
     }
 
     // MARK: Actions
@@ -335,6 +344,7 @@ final class ProxyConnection {
     func closeBoth() {
         guard !closing else { return }
         flushPending()
+        reportSuppressedDenials()
         closing = true
         connectTimer?.cancel()
         drainTimer?.cancel()
@@ -380,21 +390,46 @@ final class ProxyConnection {
         }
     }
 
+    /// One line per denial, up to `DenialLogLimit`'s rates; past them, counted and reported
+    /// in one line when the window ends (or the connection closes).
     private func logDenial(_ event: DenialEvent) {
-        var metadata: Logger.Metadata = [
-            "event": "denied", "kind": "\(event.kind.rawValue)", "direction": "\(event.direction)", "topic": "\(event.topic)",
-            "reason": "\(event.reason)",
-        ]
-        switch event.identity {
-        case .client(let username, let clientID):
-            metadata["username"] = username.map { .string($0) } ?? .string("")
-            metadata["anonymous"] = "\(username == nil)"
-            metadata["client_id"] = .string(clientID ?? "")
-        case .peer(let name):
-            metadata["peer"] = .string(name)
+        switch denialLog.denial(at: .now(), perSecond: DenialLogLimit.perConnectionPerSecond, budget: .process) {
+        case .log:
+            var metadata = Self.identityMetadata(event.identity)
+            metadata["event"] = "denied"
+            metadata["kind"] = "\(event.kind.rawValue)"
+            metadata["direction"] = "\(event.direction)"
+            metadata["topic"] = "\(event.topic)"
+            metadata["reason"] = "\(event.reason)"
+            metadata["rule"] = .string(event.rule.map { "\($0)" } ?? "default deny")
+            logger.notice("denied", metadata: metadata)
+        case .suppressFirst(let deadline):
+            lastSuppressedDenial = event
+            let loopBound = NIOLoopBound(self, eventLoop: eventLoop)
+            eventLoop.scheduleTask(deadline: deadline) { loopBound.value.reportSuppressedDenials() }
+        case .suppress:
+            lastSuppressedDenial = event
         }
-        metadata["rule"] = .string(event.rule.map { "\($0)" } ?? "default deny")
-        logger.notice("denied", metadata: metadata)
+    }
+
+    private func reportSuppressedDenials() {
+        let count = denialLog.takeSuppressed()
+        guard count > 0, let last = lastSuppressedDenial else { return }
+        var metadata = Self.identityMetadata(last.identity)
+        metadata["event"] = "denials_suppressed"
+        metadata["count"] = "\(count)"
+        metadata["last_kind"] = "\(last.kind.rawValue)"
+        metadata["last_topic"] = "\(last.topic)"
+        logger.notice("more denials than are logged one by one (\(DenialLogLimit.perConnectionPerSecond)/s per connection)", metadata: metadata)
+    }
+
+    private static func identityMetadata(_ identity: Identity) -> Logger.Metadata {
+        switch identity {
+        case .client(let username, let clientID):
+            return ["username": .string(username ?? ""), "anonymous": "\(username == nil)", "client_id": .string(clientID ?? "")]
+        case .peer(let name):
+            return ["peer": .string(name)]
+        }
     }
 }
 

@@ -1,0 +1,76 @@
+import NIOConcurrencyHelpers
+import NIOCore
+
+/// How many denials are written to the log one by one.
+///
+/// Every denial is counted (`mqbridge_denials_total`) and, up to these rates, logged as its own
+/// line. A client that floods denied packets (a QoS 1 PUBLISH of 7 bytes is one denial) would
+/// otherwise write a few hundred bytes of log per few bytes it sends: gigabytes in a minute,
+/// and the bridge busy formatting them. Past the rates a connection's further denials are
+/// counted, and reported as one `denials_suppressed` line (count, identity, last topic) when
+/// its one-second window ends or the connection closes — nothing is left out of the log.
+enum DenialLogLimit {
+    /// Lines per connection (or link stream) per second.
+    static let perConnectionPerSecond = 10
+    /// Lines per second for the whole process, so many flooding connections are bounded too.
+    static let processPerSecond = 200
+}
+
+/// The process-wide share of denial lines: at most `perSecond` in any second of uptime.
+final class DenialLogBudget: Sendable {
+    static let process = DenialLogBudget(perSecond: DenialLogLimit.processPerSecond)
+
+    let perSecond: Int
+    private let state = NIOLockedValueBox<(second: UInt64, used: Int)>((0, 0))
+
+    init(perSecond: Int) {
+        self.perSecond = perSecond
+    }
+
+    /// Whether one more line may be written at `now`.
+    func take(at now: NIODeadline) -> Bool {
+        let second = now.uptimeNanoseconds / 1_000_000_000
+        return state.withLockedValue { state in
+            if state.second != second { state = (second, 0) }
+            guard state.used < perSecond else { return false }
+            state.used += 1
+            return true
+        }
+    }
+}
+
+/// One connection's denial lines: decides for each denial whether it gets its own line, and
+/// keeps the count of those that did not until it is reported.
+struct DenialLogWindow {
+    enum Action: Equatable {
+        case log
+        /// The first denial left out since the last report: report at `deadline`.
+        case suppressFirst(reportAt: NIODeadline)
+        case suppress
+    }
+
+    private var start: NIODeadline = .uptimeNanoseconds(0)
+    private var logged = 0
+    private(set) var suppressed = 0
+    private var started = false
+
+    mutating func denial(at now: NIODeadline, perSecond: Int, budget: DenialLogBudget) -> Action {
+        if !started || now - start >= .seconds(1) {
+            started = true
+            start = now
+            logged = 0
+        }
+        if logged < perSecond, budget.take(at: now) {
+            logged += 1
+            return .log
+        }
+        suppressed += 1
+        return suppressed == 1 ? .suppressFirst(reportAt: start + .seconds(1)) : .suppress
+    }
+
+    /// How many were left out since the last report; starts counting anew.
+    mutating func takeSuppressed() -> Int {
+        defer { suppressed = 0 }
+        return suppressed
+    }
+}
