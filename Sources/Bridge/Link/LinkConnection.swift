@@ -37,9 +37,6 @@ final class LinkConnection {
     private var keepalive: RepeatedTask?
     private var handshakeTimer: Scheduled<Void>?
     private var needsFlush = false
-    /// Flushes once the event loop has handled every event of this turn: the local clients
-    /// read in one turn (and the frames of one TLS read) share a TLS record and a write.
-    private lazy var flushRequest = CoalescedAction(on: node.eventLoop) { [weak self] in self?.flushNowIfNeeded() }
     private var output: ByteBuffer?
     /// Bytes of the last batch passed down the pipeline: the next batch's starting capacity.
     private var lastOutputSize = 0
@@ -338,10 +335,7 @@ final class LinkConnection {
         context?.flush()
     }
 
-    /// Flushes what was written, at the end of this event-loop turn.
-    func flushIfNeeded() { if needsFlush { flushRequest.request() } }
-
-    private func flushNowIfNeeded() { if needsFlush { flush() } }
+    func flushIfNeeded() { if needsFlush { flush() } }
 
     // MARK: Streams
 

@@ -223,7 +223,6 @@ final class TCPStreamEndpoint: ChannelDuplexHandler, LinkStreamEndpoint {
     /// a read burst nothing will answer is acknowledged at once. Nil when not watched.
     private var packets: MQTTPacketBoundaryScanner?
     private var burst = UnansweredBurst()
-    private var flushRequest: CoalescedAction!
 
     /// `watchesMQTT`: the accepting side of a remote listener, whose peer service may be an
     /// MQTT broker (known at OPEN_OK; the bytes are followed from the first one until then).
@@ -240,7 +239,6 @@ final class TCPStreamEndpoint: ChannelDuplexHandler, LinkStreamEndpoint {
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
-        flushRequest = CoalescedAction(on: context.eventLoop) { [weak self] in self?.context?.flush() }
         socketActive = context.channel.isActive
         stream?.endpoint = self
     }
@@ -321,14 +319,10 @@ final class TCPStreamEndpoint: ChannelDuplexHandler, LinkStreamEndpoint {
         guard let context else { return }
         let count = bytes.readableBytes
         if count > 0 {
-            let promise = context.eventLoop.makePromise(of: Void.self)
-            context.write(NIOAny(bytes), promise: promise)
+            let write = context.writeAndFlush(NIOAny(bytes))
             let streamBound = NIOLoopBound(self, eventLoop: context.eventLoop)
-            promise.futureResult.whenSuccess { streamBound.value.stream?.consumed(count) }
-            lastWrite = promise.futureResult
-            // Flushed at the end of this event-loop turn: the frames of one TLS read go to the
-            // local socket in one write, not one each.
-            flushRequest.request()
+            write.whenSuccess { streamBound.value.stream?.consumed(count) }
+            lastWrite = write
         }
         if fin {
             // Half-close our output once everything before the FIN has been written.
@@ -348,9 +342,6 @@ final class TCPStreamEndpoint: ChannelDuplexHandler, LinkStreamEndpoint {
 
     func abort(reason: String) {
         stream = nil
-        // What the peer sent before the reset goes out first (its flush may still be pending
-        // for the end of this event-loop turn).
-        context?.flush()
         context?.close(promise: nil)
     }
 }
@@ -368,15 +359,9 @@ final class MQTTStreamEndpoint: LinkStreamEndpoint, ProxyClientSide {
     private var processing = false
     private var closed = false
     private var credit = IncompleteUnitCredit()
-    private let eventLoop: any EventLoop
-    /// The end of a read burst for the proxy (its writes to the broker are flushed then) comes
-    /// at the end of this event-loop turn: the DATA frames of one TLS read, or of several
-    /// streams read in one turn, go to the broker in one write each instead of one per frame.
-    private lazy var readComplete = CoalescedAction(on: eventLoop) { [weak self] in self?.connection.clientReadComplete() }
 
     init(stream: LinkStream, environment: ProxyEnvironment, origin: String) {
         self.stream = stream
-        self.eventLoop = stream.link.node.eventLoop
         self.connection = ProxyConnection(environment: environment, eventLoop: stream.link.node.eventLoop)
         self.framer = InlineFramer(MQTTFrameDecoder(configuration: .server(maximumPacketSize: environment.configuration.maximumPacketSize,
                                                                            maximumConnectPacketSize: environment.configuration.maximumConnectPacketSize)))
@@ -422,7 +407,7 @@ final class MQTTStreamEndpoint: LinkStreamEndpoint, ProxyClientSide {
             }
         }
         framer.compact()
-        readComplete.request()
+        connection.clientReadComplete()
     }
 
     func resumeReading() { connection.clientWritabilityChanged() }
