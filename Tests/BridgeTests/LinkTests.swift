@@ -292,17 +292,21 @@ final class RawLinkPeer: ChannelInboundHandler, @unchecked Sendable {
     func send(_ bytes: ByteBuffer) { channel?.writeAndFlush(bytes, promise: nil) }
 
     /// Waits for a received frame that matches (and consumes the frames up to it).
-    func expect(_ what: String, timeout: Double = 10, _ matches: @escaping @Sendable (LinkFrame) -> Bool) async throws {
-        let deadline = Date().addingTimeInterval(timeout)
-        while Date() < deadline {
-            let found = received.withLockedValue { frames -> Bool in
+    func expect(_ what: String, timeout: Double = 30, _ matches: @escaping @Sendable (LinkFrame) -> Bool) async throws {
+        func take() -> Bool {
+            received.withLockedValue { frames -> Bool in
                 guard let index = frames.firstIndex(where: matches) else { return false }
                 frames.removeFirst(index + 1)
                 return true
             }
-            if found { return }
+        }
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if take() { return }
             try await Task.sleep(for: .milliseconds(10))
         }
+        // This task may resume only after the deadline: one last look.
+        if take() { return }
         throw TestFailure("no \(what); received \(received.withLockedValue { $0.map { "\($0.kind) on \($0.stream): \(String(buffer: $0.payload))" } })")
     }
 
@@ -316,6 +320,14 @@ final class RawLinkPeer: ChannelInboundHandler, @unchecked Sendable {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let frame = unwrapInboundIn(data)
+        // Answered here, on the event loop, as a real peer would: the test's own task can be
+        // held up for seconds when every suite runs at once, and a peer silent for three
+        // keepalive intervals is (rightly) declared dead by the other site.
+        if frame.kind == .ping {
+            var bytes = ByteBuffer()
+            LinkFrame(.pong, payload: frame.payload).write(to: &bytes)
+            context.writeAndFlush(NIOAny(bytes), promise: nil)
+        }
         received.withLockedValue { $0.append(frame) }
     }
 
