@@ -306,10 +306,7 @@ struct RelayTests {
         let flood = try TestEnvironment.run(["mosquitto_pub", "-h", "127.0.0.1", "-p", "\(lab.brokerA.port)", "-t", "commands/reboot", "-q", "1", "-l"],
                                             stdin: Data(String(repeating: "again\n", count: 300).utf8))
         #expect(flood.status == 0, "\(flood.stderr)")
-        func logged() -> Int {
-            lab.b.lines(event: "relay_refused").count
-                + lab.b.lines(event: "relay_refused_suppressed").reduce(0) { $0 + (Int($1["count"] ?? "") ?? 0) }
-        }
+        func logged() -> Int { lab.b.loggedCount(event: "relay_refused", suppressedEvent: "relay_refused_suppressed") }
         #expect(TestEnvironment.waitUntil(timeout: 30) { logged() == 302 }, "\(logged()) of 302 refusals logged")
         #expect(try lab.b.metric("mqbridge_relay_refused_total{by=\"this_site\"}") == 302)
         #expect(lab.b.lines(event: "relay_refused").count < 100)

@@ -43,6 +43,14 @@ public final class BridgeProcess: @unchecked Sendable {
 
     public func lines(event: String) -> [[String: String]] { logLines.filter { $0["event"] == event } }
 
+    /// How many denials (or refusals) the log accounts for: a line each for `event`, plus the
+    /// `count` of each `suppressedEvent` line that stands for those not logged one by one.
+    public func loggedCount(event: String, suppressedEvent: String) -> Int {
+        let lines = logLines
+        return lines.filter { $0["event"] == event }.count
+            + lines.filter { $0["event"] == suppressedEvent }.reduce(0) { $0 + (Int($1["count"] ?? "") ?? 0) }
+    }
+
     /// The port in the `address` of the first `event` line whose fields match `matching`.
     public func port(event: String, matching: [String: String] = [:]) -> Int? {
         for line in lines(event: event) where matching.allSatisfy({ line[$0.key] == $0.value }) {

@@ -40,8 +40,9 @@ final class DenialLogBudget: Sendable {
 }
 
 /// One connection's denial lines: decides for each denial whether it gets its own line, and
-/// keeps the count of those that did not until it is reported.
-struct DenialLogWindow {
+/// keeps the count of those that did not, with the last of them (`Last`: what its report
+/// names), until it is reported.
+struct DenialLogWindow<Last> {
     enum Action: Equatable {
         case log
         /// The first denial left out since the last report: report at `deadline`.
@@ -51,10 +52,11 @@ struct DenialLogWindow {
 
     private var start: NIODeadline = .uptimeNanoseconds(0)
     private var logged = 0
-    private(set) var suppressed = 0
+    private var suppressed = 0
+    private var last: Last?
     private var started = false
 
-    mutating func denial(at now: NIODeadline, perSecond: Int, budget: DenialLogBudget) -> Action {
+    mutating func denial(_ denial: Last, at now: NIODeadline, perSecond: Int, budget: DenialLogBudget) -> Action {
         if !started || now - start >= .seconds(1) {
             started = true
             start = now
@@ -65,12 +67,17 @@ struct DenialLogWindow {
             return .log
         }
         suppressed += 1
+        last = denial
         return suppressed == 1 ? .suppressFirst(reportAt: start + .seconds(1)) : .suppress
     }
 
-    /// How many were left out since the last report; starts counting anew.
-    mutating func takeSuppressed() -> Int {
-        defer { suppressed = 0 }
-        return suppressed
+    /// How many were left out since the last report, and the last of them; starts counting anew.
+    mutating func takeSuppressed() -> (count: Int, last: Last)? {
+        defer {
+            suppressed = 0
+            last = nil
+        }
+        guard suppressed > 0, let last else { return nil }
+        return (suppressed, last)
     }
 }

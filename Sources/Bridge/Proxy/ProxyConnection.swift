@@ -61,8 +61,7 @@ final class ProxyConnection {
     /// Anything but a QoS 0 PUBLISH gets an answer that will carry the TCP ACK.
     private var burst = UnansweredBurst()
     private var closing = false
-    private var denialLog = DenialLogWindow()
-    private var lastSuppressedDenial: DenialEvent?
+    private var denialLog = DenialLogWindow<DenialEvent>()
     private var connectTimer: Scheduled<Void>?
     private var drainTimer: Scheduled<Void>?
     private var logger: Logger
@@ -393,7 +392,7 @@ final class ProxyConnection {
     /// One line per denial, up to `DenialLogLimit`'s rates; past them, counted and reported
     /// in one line when the window ends (or the connection closes).
     private func logDenial(_ event: DenialEvent) {
-        switch denialLog.denial(at: .now(), perSecond: DenialLogLimit.perConnectionPerSecond, budget: .process) {
+        switch denialLog.denial(event, at: .now(), perSecond: DenialLogLimit.perConnectionPerSecond, budget: .process) {
         case .log:
             var metadata = Self.identityMetadata(event.identity)
             metadata["event"] = "denied"
@@ -404,17 +403,15 @@ final class ProxyConnection {
             metadata["rule"] = .string(event.rule.map { "\($0)" } ?? "default deny")
             logger.notice("denied", metadata: metadata)
         case .suppressFirst(let deadline):
-            lastSuppressedDenial = event
             let loopBound = NIOLoopBound(self, eventLoop: eventLoop)
             eventLoop.scheduleTask(deadline: deadline) { loopBound.value.reportSuppressedDenials() }
         case .suppress:
-            lastSuppressedDenial = event
+            break
         }
     }
 
     private func reportSuppressedDenials() {
-        let count = denialLog.takeSuppressed()
-        guard count > 0, let last = lastSuppressedDenial else { return }
+        guard let (count, last) = denialLog.takeSuppressed() else { return }
         var metadata = Self.identityMetadata(last.identity)
         metadata["event"] = "denials_suppressed"
         metadata["count"] = "\(count)"

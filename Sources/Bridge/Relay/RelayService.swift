@@ -323,8 +323,8 @@ final class RelayPeer {
     /// Per wire topic from the peer: accepted (rule index, local topic) or refused.
     private var acceptanceMemo = TopicMemo<Acceptance>()
     private var acceptanceGeneration = -1
-    private var refusalLog = DenialLogWindow()
-    private var lastSuppressedRefusal = ""
+    /// Remembers the topic of the last refusal it left out.
+    private var refusalLog = DenialLogWindow<String>()
 
     init(service: RelayService, name: String, rules: [RelayRule], queue: DurableQueue?, ledger: DeliveryLedger?) {
         self.service = service
@@ -686,18 +686,17 @@ final class RelayPeer {
         metrics.refusedHere.increment()
         // Rate-limited as the proxy's denials are: a peer relaying what this site refuses
         // (a misconfiguration as often as an attack) would otherwise log a line per message.
-        switch refusalLog.denial(at: .now(), perSecond: DenialLogLimit.perConnectionPerSecond, budget: .process) {
+        switch refusalLog.denial(message.topic, at: .now(), perSecond: DenialLogLimit.perConnectionPerSecond, budget: .process) {
         case .log:
             var metadata: Logger.Metadata = ["event": "relay_refused", "peer": "\(name)", "topic": "\(message.topic)",
                                              "reason": "\(outcome == .noRule ? "no_rule" : "acl")"]
             if let rule { metadata["rule"] = "\(rule.location)" }
             logger.warning("refused a relayed message: \(text)", metadata: metadata)
         case .suppressFirst(let deadline):
-            lastSuppressedRefusal = message.topic
             let loopBound = NIOLoopBound(self, eventLoop: service.eventLoop)
             service.eventLoop.scheduleTask(deadline: deadline) { loopBound.value.reportSuppressedRefusals() }
         case .suppress:
-            lastSuppressedRefusal = message.topic
+            break
         }
         if key.sequence != 0 {
             ledger?.record(epoch: key.epoch, sequence: key.sequence)
@@ -707,10 +706,9 @@ final class RelayPeer {
     }
 
     private func reportSuppressedRefusals() {
-        let count = refusalLog.takeSuppressed()
-        guard count > 0 else { return }
+        guard let (count, lastTopic) = refusalLog.takeSuppressed() else { return }
         logger.warning("refused \(count) more relayed messages than are logged one by one (\(DenialLogLimit.perConnectionPerSecond)/s per peer)",
-                       metadata: ["event": "relay_refused_suppressed", "peer": "\(name)", "count": "\(count)", "last_topic": "\(lastSuppressedRefusal)"])
+                       metadata: ["event": "relay_refused_suppressed", "peer": "\(name)", "count": "\(count)", "last_topic": "\(lastTopic)"])
     }
 
     /// The first `in` rule accepting a wire topic (its index), and the local topic.

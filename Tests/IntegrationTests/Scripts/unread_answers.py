@@ -10,7 +10,7 @@ Prints one JSON object: whether the sends blocked, after how many bytes, how man
 were sent and PUBACKs received, whether their ids came back in order, and whether a PINGREQ
 sent last was answered (the connection still works).
 """
-import json, socket, struct, sys, threading, time
+import json, socket, struct, sys, threading
 
 PORT, USERNAME, LIMIT = int(sys.argv[1]), sys.argv[2].encode(), int(sys.argv[3]) << 20
 
@@ -72,7 +72,8 @@ def reader():
 
 t = threading.Thread(target=reader, daemon=True)
 t.start()
-s.sendall(chunk[(sent % len(chunk)):(sent % len(chunk)) + rest] + b"\xc0\x00")
+offset = sent % len(chunk)
+s.sendall(chunk[offset:offset + rest] + b"\xc0\x00")
 published = (sent + rest) // 7
 done.wait(120)
 expected = b"".join(b"\x40\x02" + packet_id(n) for n in range(published))
