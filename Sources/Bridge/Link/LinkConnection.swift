@@ -8,6 +8,26 @@ import NIOTLS
 import SwiftASN1
 import X509
 
+/// A stream endpoint that left work (a flush) for the end of the link's current read.
+protocol LinkReadEndObserver: AnyObject {
+    func linkReadEnded()
+}
+
+/// An endpoint's work left for the end of the link's read, requested at most once per read.
+struct WorkAtReadEnd {
+    private(set) var isPending = false
+
+    /// Leaves the work for the end of `link`'s read when it is reading (`observer` is then
+    /// called), else does it `now`.
+    mutating func request(_ link: LinkConnection?, observer: any LinkReadEndObserver, now: () -> Void) {
+        guard !isPending else { return }
+        if let link, link.atEndOfRead(observer) { isPending = true } else { now() }
+    }
+
+    /// The read ended: the observer does the work.
+    mutating func ended() { isPending = false }
+}
+
 /// One TLS connection to a paired site, and the streams multiplexed on it.
 ///
 /// Handshake → each side sends HELLO → the link is up when the other side's HELLO arrives and
@@ -37,6 +57,14 @@ final class LinkConnection {
     private var keepalive: RepeatedTask?
     private var handshakeTimer: Scheduled<Void>?
     private var needsFlush = false
+    /// Between the first frame of a read from the link and the end of that read: endpoints
+    /// then leave their flushes (to a local socket, to the broker) for `readComplete`, so the
+    /// frames one TLS read carries go out in one write per socket instead of one each.
+    private(set) var isReading = false
+    private var atReadEnd: [any LinkReadEndObserver] = []
+    /// Ends the read at the end of this event-loop turn if no read-complete came (NIOSSL
+    /// can hand over decrypted data outside a socket read, e.g. while closing).
+    private lazy var readEndFallback = CoalescedAction(on: node.eventLoop) { [weak self] in self?.endRead() }
     private var output: ByteBuffer?
     /// Bytes of the last batch passed down the pipeline: the next batch's starting capacity.
     private var lastOutputSize = 0
@@ -120,6 +148,10 @@ final class LinkConnection {
     func receive(_ bytes: ByteBuffer, framer: inout InlineFramer<LinkFrameDecoder>) {
         lastReceived = .now()
         node.metrics.bytesFromPeer.increment(by: Int64(bytes.readableBytes))
+        if !isReading {
+            isReading = true
+            readEndFallback.request()
+        }
         framer.feed(bytes, while: { !isClosed }, onFrame: frame, onError: error)
     }
 
@@ -212,7 +244,26 @@ final class LinkConnection {
         }
     }
 
-    func readComplete() { flushIfNeeded() }
+    func readComplete() {
+        endRead()
+        flushIfNeeded()
+    }
+
+    /// `observer.linkReadEnded()` runs when this read from the link ends; false when the link
+    /// is not reading (the caller acts at once). An observer registers once per read.
+    func atEndOfRead(_ observer: any LinkReadEndObserver) -> Bool {
+        guard isReading else { return false }
+        atReadEnd.append(observer)
+        return true
+    }
+
+    private func endRead() {
+        isReading = false
+        guard !atReadEnd.isEmpty else { return }
+        let observers = atReadEnd
+        atReadEnd.removeAll(keepingCapacity: true)
+        for observer in observers { observer.linkReadEnded() }
+    }
 
     func writabilityChanged() {
         guard isWritable else { return }
@@ -241,6 +292,7 @@ final class LinkConnection {
         context = nil
         keepalive?.cancel()
         handshakeTimer?.cancel()
+        endRead()
         for stream in streams.values { stream.abort(reason: "link closed") }
         streams.removeAll()
         if let wasUp {

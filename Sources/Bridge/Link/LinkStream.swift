@@ -203,7 +203,7 @@ extension LinkStream: Sendable {}
 
 /// A local TCP connection spliced to a stream (both the side that accepted a local client and
 /// the side that connected to a service target). Half-close is carried as FIN both ways.
-final class TCPStreamEndpoint: ChannelDuplexHandler, LinkStreamEndpoint {
+final class TCPStreamEndpoint: ChannelDuplexHandler, LinkStreamEndpoint, LinkReadEndObserver {
     typealias InboundIn = ByteBuffer
     typealias OutboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
@@ -223,6 +223,8 @@ final class TCPStreamEndpoint: ChannelDuplexHandler, LinkStreamEndpoint {
     /// a read burst nothing will answer is acknowledged at once. Nil when not watched.
     private var packets: MQTTPacketBoundaryScanner?
     private var burst = UnansweredBurst()
+    /// Peer bytes written to the socket wait for the end of the link's read to be flushed.
+    private var flushAtReadEnd = WorkAtReadEnd()
 
     /// `watchesMQTT`: the accepting side of a remote listener, whose peer service may be an
     /// MQTT broker (known at OPEN_OK; the bytes are followed from the first one until then).
@@ -319,10 +321,13 @@ final class TCPStreamEndpoint: ChannelDuplexHandler, LinkStreamEndpoint {
         guard let context else { return }
         let count = bytes.readableBytes
         if count > 0 {
-            let write = context.writeAndFlush(NIOAny(bytes))
+            let promise = context.eventLoop.makePromise(of: Void.self)
+            context.write(NIOAny(bytes), promise: promise)
             let streamBound = NIOLoopBound(self, eventLoop: context.eventLoop)
-            write.whenSuccess { streamBound.value.stream?.consumed(count) }
-            lastWrite = write
+            promise.futureResult.whenSuccess { streamBound.value.stream?.consumed(count) }
+            lastWrite = promise.futureResult
+            // The frames of one TLS read leave in one write.
+            flushAtReadEnd.request(stream?.link, observer: self) { context.flush() }
         }
         if fin {
             // Half-close our output once everything before the FIN has been written.
@@ -342,7 +347,15 @@ final class TCPStreamEndpoint: ChannelDuplexHandler, LinkStreamEndpoint {
 
     func abort(reason: String) {
         stream = nil
+        // What the peer sent before the reset goes out first (its flush may be waiting for
+        // the end of the link's read).
+        context?.flush()
         context?.close(promise: nil)
+    }
+
+    func linkReadEnded() {
+        flushAtReadEnd.ended()
+        context?.flush()
     }
 }
 
@@ -352,13 +365,17 @@ extension TCPStreamEndpoint: Sendable {}
 /// A peer's MQTT client served by this site's MQTT-aware proxy: the stream is the proxy's
 /// client side, so the same `ProxySession` (ACL, narrowing, aliases) decides, here, at the
 /// site that owns the broker.
-final class MQTTStreamEndpoint: LinkStreamEndpoint, ProxyClientSide {
+final class MQTTStreamEndpoint: LinkStreamEndpoint, ProxyClientSide, LinkReadEndObserver {
     private weak var stream: LinkStream?
     private let connection: ProxyConnection
     private var framer: InlineFramer<MQTTFrameDecoder>
     private var processing = false
     private var closed = false
     private var credit = IncompleteUnitCredit()
+    /// The proxy's end of a client read burst (its writes to the broker are flushed then)
+    /// waits for the end of the link's read: the DATA frames of one TLS read, of this stream
+    /// or of several, reach the broker in one write instead of one per frame.
+    private var readCompleteAtReadEnd = WorkAtReadEnd()
 
     init(stream: LinkStream, environment: ProxyEnvironment, origin: String) {
         self.stream = stream
@@ -407,6 +424,11 @@ final class MQTTStreamEndpoint: LinkStreamEndpoint, ProxyClientSide {
             }
         }
         framer.compact()
+        readCompleteAtReadEnd.request(stream?.link, observer: self) { connection.clientReadComplete() }
+    }
+
+    func linkReadEnded() {
+        readCompleteAtReadEnd.ended()
         connection.clientReadComplete()
     }
 
