@@ -179,8 +179,34 @@ struct TwoSiteTests {
             #expect(rss < 80 * 1024, "RSS \(rss) KiB")
         }
         // A service B does not offer to A is refused at B; nothing is reachable by name guessing.
-        #expect(try TestEnvironment.tcpExchange(port: lab.remotePort("secret"), send: Array("GET / HTTP/1.0\r\n\r\n".utf8), halfClose: true) == [])
+        // The client learns that by a reset, not by an orderly end that would look like an empty answer.
+        let refused = try TestEnvironment.tcpExchangeWithEnding(port: lab.remotePort("secret"), send: Array("GET / HTTP/1.0\r\n\r\n".utf8), halfClose: true)
+        #expect(refused.received == [] && refused.ending == .reset)
         #expect(lab.b.lines(event: "stream_refused").first?["service"] == "secret")
+    }
+
+    @Test("The client half-closes, the service answers and closes: every byte arrives and the stream ends with FIN both ways, not a reset")
+    func halfCloseThenServiceCloses() throws {
+        var lab = try TwoSiteLab()
+        defer { lab.stop() }
+        try lab.start()
+        // HTTP/1.0: the service closes after its answer, which comes after site B has shut
+        // its output (the client's FIN). NIO reports that EOF as a full close; it used to go
+        // to site A as a RESET, which closes A's client at once, dropping what A had not yet
+        // written to it.
+        let size = 4 << 20
+        let (response, ending) = try TestEnvironment.tcpExchangeWithEnding(port: lab.remotePort("web"), send: Array("GET /bytes/\(size) HTTP/1.0\r\n\r\n".utf8),
+                                                                           halfClose: true, timeout: 60)
+        #expect(ending == .eof)
+        let separator = Array("\r\n\r\n".utf8)
+        let headerEnd = try #require((0...(response.count - separator.count)).first { Array(response[$0..<($0 + separator.count)]) == separator })
+        let body = response[(headerEnd + separator.count)...]
+        #expect(body.count == size)
+        #expect(body.enumerated().allSatisfy { $0.element == UInt8(truncatingIfNeeded: $0.offset) })
+        for site in [lab.a!, lab.b!] {
+            #expect(try site.metric(#"mqbridge_link_stream_resets_total{direction="sent"}"#) == 0)
+            #expect(try site.metric(#"mqbridge_link_stream_resets_total{direction="received"}"#) == 0)
+        }
     }
 
     @Test("Refused at the link: plaintext, TLS 1.2, and an unknown key; counted")

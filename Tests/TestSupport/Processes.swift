@@ -182,6 +182,21 @@ extension TestEnvironment {
     /// Connects to 127.0.0.1:port, sends `send`, optionally half-closes, and returns what comes
     /// back until EOF (or until as many bytes as were sent when not half-closing).
     public static func tcpExchange(port: Int, send bytes: [UInt8], halfClose: Bool, timeout: Double = 10) throws -> [UInt8] {
+        try tcpExchangeWithEnding(port: port, send: bytes, halfClose: halfClose, timeout: timeout).received
+    }
+
+    /// How a connection's input ended.
+    public enum TCPEnding: Sendable, Equatable {
+        /// An orderly end (FIN).
+        case eof
+        /// A TCP reset.
+        case reset
+        /// Neither: the read timed out, or enough bytes came (not half-closing).
+        case other
+    }
+
+    /// `tcpExchange`, and how the input ended.
+    public static func tcpExchangeWithEnding(port: Int, send bytes: [UInt8], halfClose: Bool, timeout: Double = 10) throws -> (received: [UInt8], ending: TCPEnding) {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         defer { close(fd) }
         var address = sockaddr_in()
@@ -203,11 +218,11 @@ extension TestEnvironment {
         var buffer = [UInt8](repeating: 0, count: 65536)
         while true {
             let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-            if n <= 0 { break }
+            if n == 0 { return (received, .eof) }
+            if n < 0 { return (received, errno == ECONNRESET ? .reset : .other) }
             received.append(contentsOf: buffer[0..<n])
-            if !halfClose && received.count >= bytes.count { break }
+            if !halfClose && received.count >= bytes.count { return (received, .other) }
         }
-        return received
     }
 }
 

@@ -13,6 +13,10 @@ public final class LinkMetrics: Sendable {
     public let reconnects: Counter
     public let streamsOpened: Counter
     public let streamsRefused: Counter
+    /// Streams ended by a RESET (a local end that failed or closed before both sides sent
+    /// FIN), not by FIN both ways: sent by this site, and received from the peer.
+    public let streamResetsSent: Counter
+    public let streamResetsReceived: Counter
     public let bytesToPeer: Counter
     public let bytesFromPeer: Counter
 
@@ -26,6 +30,8 @@ public final class LinkMetrics: Sendable {
         reconnects = Counter(label: "mqbridge_link_reconnects_total", factory: factory)
         streamsOpened = Counter(label: "mqbridge_link_streams_total", factory: factory)
         streamsRefused = Counter(label: "mqbridge_link_streams_refused_total", factory: factory)
+        streamResetsSent = Counter(label: "mqbridge_link_stream_resets_total", dimensions: [("direction", "sent")], factory: factory)
+        streamResetsReceived = Counter(label: "mqbridge_link_stream_resets_total", dimensions: [("direction", "received")], factory: factory)
         bytesToPeer = Counter(label: "mqbridge_link_bytes_total", dimensions: [("direction", "to_peer")], factory: factory)
         bytesFromPeer = Counter(label: "mqbridge_link_bytes_total", dimensions: [("direction", "from_peer")], factory: factory)
     }

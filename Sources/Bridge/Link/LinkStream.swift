@@ -109,6 +109,7 @@ final class LinkStream {
             sendWindow = min(sendWindow + Int(increment), Int(UInt32.max))
             if wasClosed && sendWindow > 0 { endpoint?.resumeReading() }
         case .reset:
+            if !finished { link.node.metrics.streamResetsReceived.increment() }
             abort(reason: "reset by the peer: \(String(buffer: frame.payload))")
         default:
             break
@@ -175,6 +176,7 @@ final class LinkStream {
 
     func reset(_ reason: String) {
         guard !finished else { return }
+        link.node.metrics.streamResetsSent.increment()
         link.write(LinkFrame(.reset, stream: id, payload: ByteBuffer(string: reason)))
         link.flush()
         abort(reason: reason)
@@ -225,6 +227,8 @@ final class TCPStreamEndpoint: ChannelDuplexHandler, LinkStreamEndpoint, LinkRea
     private var burst = UnansweredBurst()
     /// Peer bytes written to the socket wait for the end of the link's read to be flushed.
     private var flushAtReadEnd = WorkAtReadEnd()
+    /// The socket failed (e.g. reset by the other end): its close is a reset, never a FIN.
+    private var failed = false
 
     /// `watchesMQTT`: the accepting side of a remote listener, whose peer service may be an
     /// MQTT broker (known at OPEN_OK; the bytes are followed from the first one until then).
@@ -287,12 +291,20 @@ final class TCPStreamEndpoint: ChannelDuplexHandler, LinkStreamEndpoint, LinkRea
 
     func channelInactive(context: ChannelHandlerContext) {
         self.context = nil
+        if let stream, stream.isOpen, stream.receivedFIN, !failed {
+            // Our output was shut after the peer's FIN, so NIO reports the socket's own EOF as
+            // a full close instead of `inputClosed`: it is the end of this side's bytes (a FIN),
+            // not a failure. Sent as a reset, the other site would close its local connection
+            // at once, dropping what it had not yet written there.
+            stream.sendFIN()
+        }
         stream?.localClosed()
         stream = nil
         context.fireChannelInactive()
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        failed = true
         context.close(promise: nil)
     }
 
@@ -347,10 +359,11 @@ final class TCPStreamEndpoint: ChannelDuplexHandler, LinkStreamEndpoint, LinkRea
 
     func abort(reason: String) {
         stream = nil
-        // What the peer sent before the reset goes out first (its flush may be waiting for
-        // the end of the link's read).
-        context?.flush()
-        context?.close(promise: nil)
+        guard let context else { return }
+        // The stream failed (reset by the peer, refused, or the link closed): the local end
+        // gets a TCP reset, not an orderly close, so that a client reading to EOF cannot take a
+        // cut-off answer for a whole one. Bytes not yet sent are dropped, as with any reset.
+        context.channel.closeWithReset()
     }
 
     func linkReadEnded() {
