@@ -119,10 +119,10 @@ struct CheckCommand: ParsableCommand {
         }
         if let link = configuration.link, let identity = try? SiteIdentity.load(from: link.identityDirectory) {
             print("  identity: \(identity.name) \(identity.fingerprint)")
-            print("  link: \(link.listen.map { "listen \($0)" } ?? "no listener"), trust \(link.trust == .pins ? "pinned keys" : "CA")")
+            print("  link: \(link.listen.map { "listen \($0)" } ?? "no listener"), trust \(link.trust == .pins ? "pinned keys" : "CA"), max streams \(link.maximumStreams) per link")
             for peer in link.peers { print("  peer \"\(peer.name)\": \(peer.fingerprint.map { "\($0)" } ?? "CA-issued")\(peer.connect.map { ", dial \($0)" } ?? "")") }
             for service in link.services { print("  service \"\(service.name)\" (\(service.kind.rawValue)) → \(service.target) for \(service.peers.sorted().joined(separator: ", "))") }
-            for remote in link.remotes { print("  remote \(remote.listen) → \(remote.peer)/\(remote.service)") }
+            for remote in link.remotes { print("  remote \(remote.listen) → \(remote.peer)/\(remote.service), max connections \(remote.maximumConnections)") }
         }
         if let relay = configuration.relay {
             print("  relay: broker \(relay.broker) (MQTT \(relay.protocolLevel == 5 ? "5" : "3.1.1")), queue \(relay.queueDirectory) "

@@ -36,4 +36,16 @@ struct DenialLogLimitTests {
         // The next second of uptime starts a new budget.
         #expect(b.denial(10, at: Self.t0 + .seconds(1), perSecond: 10, budget: budget) == .log)
     }
+
+    @Test("Refusals at a limit: the first is reported, then at most one line a second with the count since")
+    func refusals() {
+        let report = RefusalReport()
+        #expect(report.refused(at: Self.t0) == 1)
+        let within = (1...3).map { report.refused(at: Self.t0 + .milliseconds(Int64($0 * 200))) }
+        #expect(within == [nil, nil, nil])
+        // A second after the last line: the three above and this one.
+        #expect(report.refused(at: Self.t0 + .seconds(1)) == 4)
+        #expect(report.refused(at: Self.t0 + .milliseconds(1_500)) == nil)
+        #expect(report.refused(at: Self.t0 + .seconds(5)) == 2)
+    }
 }

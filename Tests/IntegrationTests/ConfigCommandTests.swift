@@ -52,6 +52,31 @@ struct ConfigCommandTests {
         #expect(lines.contains { $0.hasPrefix("\(path):8: proxies[1].listen: missing — add `listen: 0.0.0.0:1883`") })
     }
 
+    @Test("Link limits out of range are reported with file:line: link.max_streams, remote[].max_connections")
+    func linkLimits() throws {
+        let dir = try directory(["bad.yaml": """
+        identity: identity
+        link:
+          max_streams: 0
+        peers:
+          - name: site-b
+            fingerprint: SHA256:Xm/LGv/hD5XQ/xz8UBqm7DZ/H+o9TAF02MZZtwAfbk8
+            connect: 127.0.0.1:8883
+        remote:
+          - listen: 127.0.0.1:1884
+            peer: site-b
+            service: web
+            max_connections: many
+
+        """])
+        let path = dir.appendingPathComponent("bad.yaml").path
+        let r = try mqbridge(["check", "--config", path])
+        #expect(r.status == 2)
+        let lines = r.stderr.split(separator: "\n").map(String.init)
+        #expect(lines.contains { $0.hasPrefix("\(path):3: link.max_streams: \"0\" is not a whole number from 1 to 10000000") })
+        #expect(lines.contains { $0.hasPrefix("\(path):12: remote[0].max_connections: \"many\" is not a whole number from 1 to 10000000") })
+    }
+
     @Test("A bad acl_file stops run and check before anything listens, naming file:line")
     func badACL() throws {
         let dir = try directory(["acl.conf": "user a\ntopic reed x\n", "c.yaml": "acl: acl.conf\nproxies:\n  - listen: 127.0.0.1:0\n    broker: 127.0.0.1:1\n"])

@@ -42,6 +42,21 @@ struct ProxyIntegrationTests {
             bridge = try BridgeProcess(arguments + extra, expectMetrics: metrics)
         }
 
+        /// From a configuration file whose one proxy has `proxyOptions` (e.g. `max_connections: 2`).
+        init(proxyOptions: [String]) throws {
+            broker = try MosquittoBroker()
+            aclPath = try TestEnvironment.temporaryFile(ProxyIntegrationTests.aclText, name: "site.acl")
+            let configuration = """
+            acl: \(aclPath)
+            metrics: 127.0.0.1:0
+            proxies:
+              - listen: 127.0.0.1:0
+                broker: 127.0.0.1:\(broker.port)\(proxyOptions.map { "\n    \($0)" }.joined())
+
+            """
+            bridge = try BridgeProcess(["run", "--config", try TestEnvironment.temporaryFile(configuration, name: "mqbridge.yaml")], expectMetrics: true)
+        }
+
         func stop() {
             bridge.stop()
             broker.stop()
@@ -138,23 +153,9 @@ struct ProxyIntegrationTests {
 
     @Test("Deliveries over max_packet_size are skipped and acknowledged, so a persistent session is never stuck behind one", arguments: ["311", "5"])
     func oversizedDeliveries(protocolVersion: String) throws {
-        let broker = try MosquittoBroker()
-        defer { broker.stop() }
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("mqbridge-big-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: directory) }
-        try Self.aclText.write(to: directory.appendingPathComponent("acl.conf"), atomically: true, encoding: .utf8)
-        try """
-        acl: acl.conf
-        proxies:
-          - listen: 127.0.0.1:0
-            broker: 127.0.0.1:\(broker.port)
-            max_packet_size: 4096
-
-        """.write(to: directory.appendingPathComponent("mqbridge.yaml"), atomically: true, encoding: .utf8)
-        let bridge = try BridgeProcess(["run", "--config", directory.appendingPathComponent("mqbridge.yaml").path])
-        defer { bridge.stop() }
-        let site = Site(broker: broker, bridge: bridge)
+        let site = try Site(proxyOptions: ["max_packet_size: 4096"])
+        defer { site.stop() }
+        let bridge = site.bridge
         let r = try scenario("oversized", site, protocolVersion)
         #expect((r["resumed"] as? [String: Any])?["session_present"] as? Bool == true)
         #expect(Self.payloads(r["first"]) == ["queued-small", "live-small"])
@@ -165,6 +166,34 @@ struct ProxyIntegrationTests {
             #expect(refused.count == 2, "\(refused)")
             #expect(refused.first?["reason"]?.contains("larger than max_packet_size (4096)") == true)
         }
+    }
+
+    @Test("max_connections: further clients are closed on accept, each counted, logged at most once a second")
+    func maxConnections() throws {
+        let site = try Site(proxyOptions: ["max_connections: 2"])
+        defer { site.stop() }
+        let bridge = site.bridge
+        // 3.1.1 CONNECT of client "m<i>" as alice; the CONNACK says it was accepted.
+        func connect(_ i: Int) throws -> TCPTestClient {
+            let client = try TCPTestClient(port: bridge.port, timeout: 10)
+            try client.send([0x10, 0x15, 0, 4, 0x4d, 0x51, 0x54, 0x54, 4, 0x82, 0, 60, 0, 2, 0x6d, 0x30 + UInt8(i)] + [0, 5] + Array("alice".utf8))
+            return client
+        }
+        let open = try (0..<2).map { try connect($0) }
+        for client in open { #expect(client.receive(atMost: 4).received == [0x20, 0x02, 0x00, 0x00]) }
+        // Six more are closed at once, unanswered (a reset when their CONNECT was already
+        // there unread: the kernel's answer to closing with unread input).
+        for i in 2..<8 {
+            let (received, ending) = try connect(i).receive()
+            #expect(received == [] && ending != .other)
+        }
+        #expect(try bridge.metric(#"mqbridge_connections_refused_total{reason="max_connections"}"#) == 6)
+        let lines = bridge.lines(event: "max_connections")
+        #expect(lines.first?["refused"] == "1")
+        #expect(lines.count < 6, "\(lines)")
+        // One closes: a new client gets in.
+        open[0].close()
+        #expect(TestEnvironment.waitUntil(timeout: 30) { (try? connect(9).receive(atMost: 4).received) == [0x20, 0x02, 0x00, 0x00] })
     }
 
     @Test("A malformed-packet flood is survived while another client keeps working")

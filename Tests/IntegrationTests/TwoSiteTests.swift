@@ -16,6 +16,9 @@ struct TwoSiteLab {
     var linkPort = 0
     /// Site B's ACL (for the peer's clients), written when B starts.
     var aclText = TwoSiteLab.aclB
+    /// Extra keys of B's `link` section and of A's remote listener for `web`, e.g. limits.
+    var linkOptionsB: [String] = []
+    var webOptionsA: [String] = []
 
     static let aclB = """
     user alice
@@ -49,7 +52,7 @@ struct TwoSiteLab {
         metrics: 127.0.0.1:0
         link:
           listen: 127.0.0.1:\(fixed ?? 0)
-          keepalive: 500ms
+          keepalive: 500ms\(linkOptionsB.map { "\n  \($0)" }.joined())
         peers:
           - name: site-a
             fingerprint: \(try fingerprint("a"))
@@ -86,7 +89,7 @@ struct TwoSiteLab {
             service: broker
           - listen: 127.0.0.1:0
             peer: site-b
-            service: web
+            service: web\(webOptionsA.map { "\n    \($0)" }.joined())
           - listen: 127.0.0.1:0
             peer: site-b
             service: secret
@@ -207,6 +210,43 @@ struct TwoSiteTests {
             #expect(try site.metric(#"mqbridge_link_stream_resets_total{direction="sent"}"#) == 0)
             #expect(try site.metric(#"mqbridge_link_stream_resets_total{direction="received"}"#) == 0)
         }
+    }
+
+    @Test("Limits: A's remote listener closes connections beyond its max_connections, B refuses streams beyond link.max_streams; counted and logged")
+    func limits() throws {
+        var lab = try TwoSiteLab()
+        defer { lab.stop() }
+        lab.linkOptionsB = ["max_streams: 3"]
+        lab.webOptionsA = ["max_connections: 2"]
+        try lab.start()
+        let hello = Array("GET /hello HTTP/1.1\r\nHost: b\r\n\r\n".utf8)
+        func answered(_ client: TCPTestClient) throws -> Bool {
+            try client.send(hello)
+            let body = Array("hello from site B\n".utf8)
+            return client.receive { $0.suffix(body.count).elementsEqual(body) }.received.suffix(body.count).elementsEqual(body)
+        }
+        // Two keep-alive connections to web are open (two streams at B).
+        let first = try TCPTestClient(port: lab.remotePort("web"), timeout: 10)
+        let second = try TCPTestClient(port: lab.remotePort("web"), timeout: 10)
+        #expect(try answered(first))
+        #expect(try answered(second))
+        // A third to web is closed by A at once: no stream is opened for it.
+        let third = try TCPTestClient(port: lab.remotePort("web"), timeout: 10)
+        #expect(third.receive().ending == .eof)
+        #expect(try lab.a.metric("mqbridge_remote_connections_refused_total") == 1)
+        #expect(lab.a.lines(event: "max_connections").first?["service"] == "web")
+        // The broker listener has no such limit at A; its first connection is B's third stream,
+        // its second is refused by B, and A resets that client.
+        let mqtt = try TCPTestClient(port: lab.remotePort("broker"), timeout: 10)
+        try mqtt.send([0x10, 0x15, 0, 4, 0x4d, 0x51, 0x54, 0x54, 4, 0x82, 0, 60, 0, 2, 0x6c, 0x31] + [0, 5] + Array("alice".utf8))
+        #expect(mqtt.receive(atMost: 4).received == [0x20, 0x02, 0x00, 0x00])
+        let beyond = try TCPTestClient(port: lab.remotePort("broker"), timeout: 10)
+        #expect(beyond.receive().ending == .reset)
+        #expect(try lab.b.metric("mqbridge_link_streams_refused_total") == 1)
+        #expect(lab.b.lines(event: "stream_refused").first { $0["reason"] == "max_streams" }?["refused"] == "1")
+        // Below the limits again, connections work as before.
+        second.close()
+        #expect(TestEnvironment.waitUntil(timeout: 30) { (try? answered(TCPTestClient(port: lab.remotePort("web"), timeout: 10))) == true })
     }
 
     @Test("Refused at the link: plaintext, TLS 1.2, and an unknown key; counted")

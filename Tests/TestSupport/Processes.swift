@@ -197,23 +197,53 @@ extension TestEnvironment {
 
     /// `tcpExchange`, and how the input ended.
     public static func tcpExchangeWithEnding(port: Int, send bytes: [UInt8], halfClose: Bool, timeout: Double = 10) throws -> (received: [UInt8], ending: TCPEnding) {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
+        let client = try TCPTestClient(port: port, timeout: timeout)
+        defer { client.close() }
+        try client.send(bytes)
+        if halfClose { client.halfClose() }
+        return client.receive(atMost: halfClose ? nil : bytes.count)
+    }
+}
+
+/// A blocking TCP connection to 127.0.0.1 for tests that hold connections open.
+public final class TCPTestClient {
+    private var fd: Int32
+
+    public init(port: Int, timeout: Double = 10) throws {
+        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
         address.sin_port = in_port_t(UInt16(port).bigEndian)
         address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var tv = timeval(tv_sec: Int(timeout), tv_usec: 0)
+        var tv = timeval(tv_sec: Int(timeout), tv_usec: Int((timeout - timeout.rounded(.down)) * 1_000_000))
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
         let ok = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 } }
-        guard ok else { throw TestError("connect to 127.0.0.1:\(port) failed") }
+        guard ok else {
+            close()
+            throw TestError("connect to 127.0.0.1:\(port) failed")
+        }
+    }
+
+    deinit { close() }
+
+    public func send(_ bytes: [UInt8]) throws {
         var offset = 0
         while offset < bytes.count {
-            let n = bytes.withUnsafeBytes { send(fd, $0.baseAddress! + offset, bytes.count - offset, 0) }
+            let n = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress! + offset, bytes.count - offset, 0) }
             guard n > 0 else { throw TestError("send failed") }
             offset += n
         }
-        if halfClose { shutdown(fd, Int32(SHUT_WR)) }
+    }
+
+    public func halfClose() { shutdown(fd, Int32(SHUT_WR)) }
+
+    /// Reads until the input ends (or `atMost` bytes came, or the read timed out).
+    public func receive(atMost limit: Int? = nil) -> (received: [UInt8], ending: TestEnvironment.TCPEnding) {
+        receive { received in limit.map { received.count >= $0 } ?? false }
+    }
+
+    /// Reads until `enough` holds for what came (or the input ends, or the read timed out).
+    public func receive(until enough: ([UInt8]) -> Bool) -> (received: [UInt8], ending: TestEnvironment.TCPEnding) {
         var received: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 65536)
         while true {
@@ -221,8 +251,14 @@ extension TestEnvironment {
             if n == 0 { return (received, .eof) }
             if n < 0 { return (received, errno == ECONNRESET ? .reset : .other) }
             received.append(contentsOf: buffer[0..<n])
-            if !halfClose && received.count >= bytes.count { return (received, .other) }
+            if enough(received) { return (received, .other) }
         }
+    }
+
+    public func close() {
+        guard fd >= 0 else { return }
+        Glibc.close(fd)
+        fd = -1
     }
 }
 

@@ -139,10 +139,10 @@ public struct BridgeConfiguration: Sendable {
         path.hasPrefix("/") ? path : directory.appendingPathComponent(path).path
     }
 
-    static let linkKeys = ["listen", "trust", "ca_file", "keepalive", "reconnect_max"]
+    static let linkKeys = ["listen", "trust", "ca_file", "keepalive", "reconnect_max", "max_streams"]
     static let peerKeys = ["name", "fingerprint", "connect"]
     static let serviceKeys = ["name", "kind", "target", "peers"]
-    static let remoteKeys = ["listen", "peer", "service"]
+    static let remoteKeys = ["listen", "peer", "service", "max_connections"]
 
     /// The link part: identity, link, peers (plus identity/peers.yaml), services, remote.
     private static func link(_ top: [String: (key: Node, value: Node)], root: Node, directory: URL, reader: inout ConfigReader) -> LinkConfiguration? {
@@ -157,6 +157,7 @@ public struct BridgeConfiguration: Sendable {
         if let (_, node) = top["link"], let map = reader.mapping(node, at: "link", known: linkKeys) {
             if let (_, n) = map["listen"] { configuration.listen = reader.hostPort(n, "link.listen") }
             if let (_, n) = map["keepalive"], let d = reader.duration(n, "link.keepalive") { configuration.keepalive = d }
+            if let (_, n) = map["max_streams"], let v = reader.integer(n, "link.max_streams", range: 1...10_000_000) { configuration.maximumStreams = v }
             if let (_, n) = map["reconnect_max"], let d = reader.duration(n, "link.reconnect_max") {
                 configuration.reconnectMaximum = d
                 configuration.reconnectInitial = min(configuration.reconnectInitial, configuration.reconnectMaximum)
@@ -246,8 +247,11 @@ public struct BridgeConfiguration: Sendable {
                 if let peer, !peerNames.contains(peer) {
                     reader.fail(map["peer"]?.value, "\(key).peer", "\"\(peer)\" is not a configured peer", fix: "list it under `peers:` (or pair with it) first")
                 }
+                let maximumConnections = map["max_connections"].flatMap { reader.integer($0.value, "\(key).max_connections", range: 1...10_000_000) }
                 if let listen, let peer, let service {
-                    configuration.remotes.append(RemoteListenerConfiguration(listen: listen, peer: peer, service: service))
+                    var remote = RemoteListenerConfiguration(listen: listen, peer: peer, service: service)
+                    if let maximumConnections { remote.maximumConnections = maximumConnections }
+                    configuration.remotes.append(remote)
                 }
             }
         }

@@ -45,11 +45,14 @@ public struct RemoteListenerConfiguration: Sendable, Hashable {
     public var listen: HostPort
     public var peer: String
     public var service: String
+    /// Local connections open at once; more are closed at once (counted, logged).
+    public var maximumConnections: Int
 
-    public init(listen: HostPort, peer: String, service: String) {
+    public init(listen: HostPort, peer: String, service: String, maximumConnections: Int = 10_000) {
         self.listen = listen
         self.peer = peer
         self.service = service
+        self.maximumConnections = maximumConnections
     }
 }
 
@@ -80,11 +83,14 @@ public struct LinkConfiguration: Sendable {
     public var reconnectMaximum: TimeAmount
     /// Per-stream flow-control window (bytes in flight each way).
     public var streamWindow: Int
+    /// Streams open at once on one link (both directions): a peer's OPEN beyond this is
+    /// refused, so a peer cannot make this site open connections to its services without bound.
+    public var maximumStreams: Int
 
     public init(identityDirectory: String, listen: HostPort? = nil, trust: LinkTrust = .pins, peers: [PeerConfiguration] = [],
                 services: [ServiceConfiguration] = [], remotes: [RemoteListenerConfiguration] = [], keepalive: TimeAmount = .seconds(2),
                 handshakeTimeout: TimeAmount = .seconds(10), reconnectInitial: TimeAmount = .milliseconds(250), reconnectMaximum: TimeAmount = .seconds(30),
-                streamWindow: Int = 256 << 10) {
+                streamWindow: Int = 256 << 10, maximumStreams: Int = 10_000) {
         self.identityDirectory = identityDirectory
         self.listen = listen
         self.trust = trust
@@ -96,5 +102,6 @@ public struct LinkConfiguration: Sendable {
         self.reconnectInitial = reconnectInitial
         self.reconnectMaximum = reconnectMaximum
         self.streamWindow = streamWindow
+        self.maximumStreams = maximumStreams
     }
 }

@@ -57,6 +57,7 @@ final class LinkConnection {
     private var keepalive: RepeatedTask?
     private var handshakeTimer: Scheduled<Void>?
     private var needsFlush = false
+    private let streamLimitRefusals = RefusalReport()
     /// Between the first frame of a read from the link and the end of that read: endpoints
     /// then leave their flushes (to a local socket, to the broker) for `readComplete`, so the
     /// frames one TLS read carries go out in one write per socket instead of one each.
@@ -415,6 +416,10 @@ final class LinkConnection {
             protocolViolation("malformed OPEN for stream \(id)")
             return
         }
+        guard streams.count < node.configuration.maximumStreams else {
+            refuseAtStreamLimit(id, service: serviceName, origin: origin)
+            return
+        }
         if serviceName == RelayService.streamName {
             let stream = LinkStream(id: id, link: self, window: node.configuration.streamWindow, opened: true)
             streams[id] = stream
@@ -491,6 +496,17 @@ final class LinkConnection {
         write(LinkFrame(.openRefused, stream: stream.id, payload: ByteBuffer(string: reason)))
         flush()
         streams[stream.id] = nil
+    }
+
+    /// A peer's OPEN beyond `max_streams`: refused and counted (logged as `RefusalReport` says).
+    private func refuseAtStreamLimit(_ id: UInt32, service: String, origin: String) {
+        node.metrics.streamsRefused.increment()
+        if let refused = streamLimitRefusals.refused() {
+            logger.warning("refused stream to service \"\(service)\": \(streams.count) streams open on this link (max_streams)",
+                           metadata: ["event": "stream_refused", "reason": "max_streams", "service": "\(service)", "origin": "\(origin)",
+                                      "refused": "\(refused)"])
+        }
+        write(LinkFrame(.openRefused, stream: id, payload: ByteBuffer(string: "\u{03}too many streams")))
     }
 
     func streamFinished(_ stream: LinkStream) {

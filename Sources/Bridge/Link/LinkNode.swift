@@ -13,6 +13,8 @@ public final class LinkMetrics: Sendable {
     public let reconnects: Counter
     public let streamsOpened: Counter
     public let streamsRefused: Counter
+    /// Local connections a remote listener closed at once: its max_connections were open.
+    public let remoteConnectionsRefused: Counter
     /// Streams ended by a RESET (a local end that failed or closed before both sides sent
     /// FIN), not by FIN both ways: sent by this site, and received from the peer.
     public let streamResetsSent: Counter
@@ -30,6 +32,7 @@ public final class LinkMetrics: Sendable {
         reconnects = Counter(label: "mqbridge_link_reconnects_total", factory: factory)
         streamsOpened = Counter(label: "mqbridge_link_streams_total", factory: factory)
         streamsRefused = Counter(label: "mqbridge_link_streams_refused_total", factory: factory)
+        remoteConnectionsRefused = Counter(label: "mqbridge_remote_connections_refused_total", factory: factory)
         streamResetsSent = Counter(label: "mqbridge_link_stream_resets_total", dimensions: [("direction", "sent")], factory: factory)
         streamResetsReceived = Counter(label: "mqbridge_link_stream_resets_total", dimensions: [("direction", "received")], factory: factory)
         bytesToPeer = Counter(label: "mqbridge_link_bytes_total", dimensions: [("direction", "to_peer")], factory: factory)

@@ -122,6 +122,8 @@ public final class RemoteListener: Service, Sendable {
     let node: LinkNode
     public let configuration: RemoteListenerConfiguration
     let onBound: @Sendable (SocketAddress) -> Void
+    /// The open local connections, for max_connections.
+    private let connections = ConnectionRegistry()
 
     public init(node: LinkNode, configuration: RemoteListenerConfiguration, onBound: @escaping @Sendable (SocketAddress) -> Void = { _ in }) {
         self.node = node
@@ -132,6 +134,7 @@ public final class RemoteListener: Service, Sendable {
     public func run() async throws {
         let node = self.node
         let configuration = self.configuration
+        let connections = self.connections
         let server = try await ServerBootstrap(group: node.eventLoop)
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -139,6 +142,17 @@ public final class RemoteListener: Service, Sendable {
             .childChannelOption(.allowRemoteHalfClosure, value: true)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    guard connections.add(channel, limit: configuration.maximumConnections) else {
+                        node.metrics.remoteConnectionsRefused.increment()
+                        if let refused = connections.refusals.refused() {
+                            node.logger.warning("connection refused: max_connections \(configuration.maximumConnections) reached",
+                                                metadata: ["event": "max_connections", "peer": "\(configuration.peer)", "service": "\(configuration.service)",
+                                                           "refused": "\(refused)"])
+                        }
+                        channel.close(promise: nil)
+                        return
+                    }
+                    channel.closeFuture.whenComplete { _ in connections.remove(channel) }
                     try channel.pipeline.syncOperations.addHandler(RemoteListenerHandler(node: node, configuration: configuration))
                 }
             }

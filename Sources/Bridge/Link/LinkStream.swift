@@ -85,7 +85,11 @@ final class LinkStream {
         case .openRefused:
             var payload = frame.payload
             let code = payload.readInteger(as: UInt8.self) ?? 0
-            abort(reason: code == 2 ? "the peer cannot reach the service target" : "the peer does not offer this service to us")
+            switch code {
+            case 2: abort(reason: "the peer cannot reach the service target")
+            case 3: abort(reason: "the peer has too many streams open (its link.max_streams)")
+            default: abort(reason: "the peer does not offer this service to us")
+            }
         case .data:
             // After FIN the peer promised no more bytes: more is a broken peer, not input.
             if receivedFIN {

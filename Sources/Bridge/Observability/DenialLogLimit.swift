@@ -81,3 +81,20 @@ struct DenialLogWindow<Last> {
         return (suppressed, last)
     }
 }
+
+/// Refusals at a limit (max_connections, max_streams): each is counted in its metric, but a
+/// line is logged at most once a second, saying how many there were since the last one —
+/// whoever is at a limit may well keep trying, and must not fill the log by it.
+final class RefusalReport: Sendable {
+    private let state = NIOLockedValueBox<(last: NIODeadline?, count: Int)>((nil, 0))
+
+    /// Counts one refusal at `now`; returns how many to report if a line is due, else nil.
+    func refused(at now: NIODeadline = .now()) -> Int? {
+        state.withLockedValue { state in
+            state.count += 1
+            if let last = state.last, now - last < .seconds(1) { return nil }
+            defer { state = (now, 0) }
+            return state.count
+        }
+    }
+}

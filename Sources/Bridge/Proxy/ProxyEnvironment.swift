@@ -46,6 +46,8 @@ struct ProxyEnvironment: Sendable {
 /// The open client connections of a listener: for max_connections and for draining.
 final class ConnectionRegistry: Sendable {
     private let channels = NIOLockedValueBox<[ObjectIdentifier: any Channel]>([:])
+    /// Connections refused because the listener was full, for the log.
+    let refusals = RefusalReport()
 
     /// Registers a channel; false if the listener is full.
     func add(_ channel: any Channel, limit: Int) -> Bool {

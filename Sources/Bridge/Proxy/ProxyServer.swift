@@ -31,7 +31,10 @@ public final class ProxyServer: Service, Sendable {
             let configuration = environment.configuration
             guard environment.registry.add(channel, limit: configuration.maximumConnections) else {
                 environment.metrics.connectionsRefused.increment()
-                environment.logger.warning("connection refused: max_connections \(configuration.maximumConnections) reached", metadata: ["event": "max_connections"])
+                if let refused = environment.registry.refusals.refused() {
+                    environment.logger.warning("connection refused: max_connections \(configuration.maximumConnections) reached",
+                                               metadata: ["event": "max_connections", "refused": "\(refused)"])
+                }
                 channel.close(promise: nil)
                 return
             }
