@@ -121,7 +121,10 @@ struct CheckCommand: ParsableCommand {
             print("  identity: \(identity.name) \(identity.fingerprint)")
             print("  link: \(link.listen.map { "listen \($0)" } ?? "no listener"), trust \(link.trust == .pins ? "pinned keys" : "CA"), max streams \(link.maximumStreams) per link")
             for peer in link.peers { print("  peer \"\(peer.name)\": \(peer.fingerprint.map { "\($0)" } ?? "CA-issued")\(peer.connect.map { ", dial \($0)" } ?? "")") }
-            for service in link.services { print("  service \"\(service.name)\" (\(service.kind.rawValue)) → \(service.target) for \(service.peers.sorted().joined(separator: ", "))") }
+            for service in link.services {
+                let idle = service.kind == .tcp ? ", idle timeout \(service.idleTimeout.nanoseconds / 1_000_000) ms" : ""
+                print("  service \"\(service.name)\" (\(service.kind.rawValue)) → \(service.target) for \(service.peers.sorted().joined(separator: ", "))\(idle)")
+            }
             for remote in link.remotes { print("  remote \(remote.listen) → \(remote.peer)/\(remote.service), max connections \(remote.maximumConnections)") }
         }
         if let relay = configuration.relay {

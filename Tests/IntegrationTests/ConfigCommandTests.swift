@@ -52,7 +52,7 @@ struct ConfigCommandTests {
         #expect(lines.contains { $0.hasPrefix("\(path):8: proxies[1].listen: missing — add `listen: 0.0.0.0:1883`") })
     }
 
-    @Test("Link limits out of range are reported with file:line: link.max_streams, remote[].max_connections")
+    @Test("Link limits are checked with file:line: link.max_streams, remote[].max_connections, services[].idle_timeout")
     func linkLimits() throws {
         let dir = try directory(["bad.yaml": """
         identity: identity
@@ -67,6 +67,12 @@ struct ConfigCommandTests {
             peer: site-b
             service: web
             max_connections: many
+        services:
+          - name: broker
+            kind: mqtt
+            target: 127.0.0.1:1883
+            peers: [site-b]
+            idle_timeout: 10m
 
         """])
         let path = dir.appendingPathComponent("bad.yaml").path
@@ -75,6 +81,7 @@ struct ConfigCommandTests {
         let lines = r.stderr.split(separator: "\n").map(String.init)
         #expect(lines.contains { $0.hasPrefix("\(path):3: link.max_streams: \"0\" is not a whole number from 1 to 10000000") })
         #expect(lines.contains { $0.hasPrefix("\(path):12: remote[0].max_connections: \"many\" is not a whole number from 1 to 10000000") })
+        #expect(lines.contains { $0.hasPrefix("\(path):18: services[0].idle_timeout: applies to tcp services only") })
     }
 
     @Test("A bad acl_file stops run and check before anything listens, naming file:line")

@@ -19,6 +19,8 @@ struct TwoSiteLab {
     /// Extra keys of B's `link` section and of A's remote listener for `web`, e.g. limits.
     var linkOptionsB: [String] = []
     var webOptionsA: [String] = []
+    /// Extra keys of B's `web` service.
+    var webServiceOptionsB: [String] = []
 
     static let aclB = """
     user alice
@@ -64,7 +66,7 @@ struct TwoSiteLab {
           - name: web
             kind: tcp
             target: 127.0.0.1:\(httpPort)
-            peers: [site-a]
+            peers: [site-a]\(webServiceOptionsB.map { "\n    \($0)" }.joined())
 
         """
         try configB.write(toFile: path("b/mqbridge.yaml"), atomically: true, encoding: .utf8)
@@ -247,6 +249,34 @@ struct TwoSiteTests {
         // Below the limits again, connections work as before.
         second.close()
         #expect(TestEnvironment.waitUntil(timeout: 30) { (try? answered(TCPTestClient(port: lab.remotePort("web"), timeout: 10))) == true })
+    }
+
+    @Test("idle_timeout: a passthrough connection with no traffic is reset at both ends; one in use is not")
+    func idleTimeout() throws {
+        var lab = try TwoSiteLab()
+        defer { lab.stop() }
+        lab.webServiceOptionsB = ["idle_timeout: 1s"]
+        try lab.start()
+        let hello = Array("GET /hello HTTP/1.1\r\nHost: b\r\n\r\n".utf8)
+        let body = Array("hello from site B\n".utf8)
+        func answered(_ client: TCPTestClient) throws -> Bool {
+            try client.send(hello)
+            return client.receive { $0.suffix(body.count).elementsEqual(body) }.received.suffix(body.count).elementsEqual(body)
+        }
+        let idle = try TCPTestClient(port: lab.remotePort("web"), timeout: 10)
+        let busy = try TCPTestClient(port: lab.remotePort("web"), timeout: 10)
+        #expect(try answered(idle))
+        // For 2.5 s the busy connection makes a request every 250 ms; the idle one sends nothing.
+        for _ in 0..<10 {
+            #expect(try answered(busy))
+            usleep(250_000)
+        }
+        // The idle one was reset, at B (towards the web server) and at A (towards the client).
+        #expect(idle.receive().ending == .reset)
+        #expect(lab.b.lines(event: "stream_idle").count == 1)
+        #expect(try lab.b.metric(#"mqbridge_link_stream_resets_total{direction="sent"}"#) == 1)
+        #expect(try lab.a.metric(#"mqbridge_link_stream_resets_total{direction="received"}"#) == 1)
+        #expect(try answered(busy))
     }
 
     @Test("Refused at the link: plaintext, TLS 1.2, and an unknown key; counted")

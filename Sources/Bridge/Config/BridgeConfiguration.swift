@@ -141,7 +141,7 @@ public struct BridgeConfiguration: Sendable {
 
     static let linkKeys = ["listen", "trust", "ca_file", "keepalive", "reconnect_max", "max_streams"]
     static let peerKeys = ["name", "fingerprint", "connect"]
-    static let serviceKeys = ["name", "kind", "target", "peers"]
+    static let serviceKeys = ["name", "kind", "target", "peers", "idle_timeout"]
     static let remoteKeys = ["listen", "peer", "service", "max_connections"]
 
     /// The link part: identity, link, peers (plus identity/peers.yaml), services, remote.
@@ -229,8 +229,14 @@ public struct BridgeConfiguration: Sendable {
                 if target == nil && map["target"] == nil { reader.fail(item, "\(key).target", "missing", fix: "add `target: host:port` (where this site connects for the peer)") }
                 let kind = kindText.flatMap(ServiceConfiguration.Kind.init(rawValue:))
                 if kind == nil { reader.fail(map["kind"]?.value ?? item, "\(key).kind", kindText.map { "\"\($0)\" is not mqtt or tcp" } ?? "missing", fix: "write `kind: mqtt` or `kind: tcp`") }
+                let idleTimeout = map["idle_timeout"].flatMap { reader.duration($0.value, "\(key).idle_timeout") }
+                if kind == .mqtt, let (_, n) = map["idle_timeout"] {
+                    reader.fail(n, "\(key).idle_timeout", "applies to tcp services only", fix: "remove it: MQTT clients have their keepalive, which the broker enforces")
+                }
                 if let name, let kind, let target {
-                    configuration.services.append(ServiceConfiguration(name: name, kind: kind, target: target, peers: Set(allowed)))
+                    var service = ServiceConfiguration(name: name, kind: kind, target: target, peers: Set(allowed))
+                    if let idleTimeout { service.idleTimeout = idleTimeout }
+                    configuration.services.append(service)
                 }
             }
         }

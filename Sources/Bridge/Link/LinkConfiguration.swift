@@ -31,12 +31,19 @@ public struct ServiceConfiguration: Sendable, Hashable {
     public var target: HostPort
     /// Peers allowed to open the service; empty means none.
     public var peers: Set<String>
+    /// `tcp` services: a stream with nothing read or written at this site for this long is
+    /// reset, so connections whose client vanished (no FIN: a NAT dropped it, a host died) do
+    /// not hold a stream and a target connection for ever. MQTT has its own keepalive.
+    public var idleTimeout: TimeAmount
 
-    public init(name: String, kind: Kind, target: HostPort, peers: Set<String>) {
+    public static let defaultIdleTimeout = TimeAmount.hours(1)
+
+    public init(name: String, kind: Kind, target: HostPort, peers: Set<String>, idleTimeout: TimeAmount = ServiceConfiguration.defaultIdleTimeout) {
         self.name = name
         self.kind = kind
         self.target = target
         self.peers = peers
+        self.idleTimeout = idleTimeout
     }
 }
 

@@ -471,7 +471,8 @@ final class LinkConnection {
                 .connectTimeout(.seconds(10))
                 .channelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
-                        try channel.pipeline.syncOperations.addHandler(TCPStreamEndpoint(stream: streamBound.value))
+                        try channel.pipeline.syncOperations.addHandlers([IdleStateHandler(allTimeout: service.idleTimeout),
+                                                                         TCPStreamEndpoint(stream: streamBound.value)])
                     }
                 }
                 .connect(host: service.target.host, port: service.target.port)
@@ -489,6 +490,12 @@ final class LinkConnection {
                     }
                 }
         }
+    }
+
+    /// A `tcp` stream of ours with nothing read or written for the service's idle_timeout.
+    func streamIdle(_ stream: LinkStream) {
+        logger.info("stream idle for longer than idle_timeout: reset", metadata: ["event": "stream_idle", "stream": "\(stream.id)"])
+        stream.reset("idle for longer than the service's idle_timeout")
     }
 
     private func refuseStream(_ stream: LinkStream, _ reason: String) {

@@ -281,6 +281,11 @@ final class TCPStreamEndpoint: ChannelDuplexHandler, LinkStreamEndpoint, LinkRea
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is IdleStateHandler.IdleStateEvent {
+            // From the IdleStateHandler of a service target's connection (idle_timeout).
+            if let stream { stream.link.streamIdle(stream) }
+            return
+        }
         if case ChannelEvent.inputClosed = event as? ChannelEvent ?? .outputClosed {
             guard let stream, stream.isOpen else {
                 heldFIN = true
