@@ -416,7 +416,10 @@ final class LinkConnection {
             protocolViolation("malformed OPEN for stream \(id)")
             return
         }
-        guard streams.count < node.configuration.maximumStreams else {
+        // The relay's stream is not refused for max_streams while the link has none (passthrough
+        // streams at the limit must not stop the relay); a second one counts like any stream.
+        let firstRelayStream = serviceName == RelayService.streamName && !streams.values.contains { $0.endpoint is RelayStreamEndpoint }
+        guard firstRelayStream || streams.count < node.configuration.maximumStreams else {
             refuseAtStreamLimit(id, service: serviceName, origin: origin)
             return
         }
