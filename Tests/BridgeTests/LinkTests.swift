@@ -81,9 +81,10 @@ struct TwoSites {
     }
 
     /// Starts B alone: its link listener (port "link-b") and services, for site-a.
-    mutating func startB(services: [ServiceConfiguration]) async throws -> Int {
+    mutating func startB(services: [ServiceConfiguration], maximumStreams: Int = 10_000) async throws -> Int {
         let bConfig = LinkConfiguration(identityDirectory: "", listen: HostPort(host: "127.0.0.1", port: 0),
-                                        peers: [PeerConfiguration(name: "site-a", fingerprint: a.fingerprint)], services: services)
+                                        peers: [PeerConfiguration(name: "site-a", fingerprint: a.fingerprint)], services: services,
+                                        maximumStreams: maximumStreams)
         let nodeB = try LinkNode(configuration: bConfig, identity: b, eventLoop: group.next(), logger: Logger(label: "test"), metrics: metricsB, aclStore: nil,
                                  proxyMetrics: BridgeMetrics(factory: NOOPMetricsHandler.instance))
         let box = bound
@@ -230,6 +231,35 @@ struct LinkTests {
             try await broken.expect("GOAWAY for frame type \(type)") { $0.kind == .goAway && String(buffer: $0.payload).hasPrefix("protocol error: ") }
             try await broken.waitClosed()
         }
+        try? await echo.close()
+        await sites.stop()
+    }
+
+    @Test("link.max_streams: a peer's OPEN beyond it is refused with code 3; the relay's stream is not refused for it; a finished stream frees a place")
+    func streamLimit() async throws {
+        var sites = try TwoSites()
+        let (echo, echoPort) = try await echoServer(sites.group)
+        let linkPort = try await sites.startB(services: [ServiceConfiguration(name: "echo", kind: .tcp, target: HostPort(host: "127.0.0.1", port: echoPort), peers: ["site-a"])],
+                                              maximumStreams: 2)
+        let peer = try await RawLinkPeer.connect(port: linkPort, tls: try LinkTLS(identity: sites.a, trust: .pins), expecting: sites.b.fingerprint, group: sites.group)
+        try await peer.expect("B's HELLO") { $0.kind == .hello }
+        peer.send(LinkHello(name: "site-a", fingerprint: sites.a.fingerprint).frame)
+        for stream: UInt32 in [1, 3] {
+            peer.send(LinkFrame(.open, stream: stream, payload: RawLinkPeer.openPayload(service: "echo")))
+            try await peer.expect("OPEN_OK of stream \(stream)") { $0.kind == .openOK && $0.stream == stream }
+        }
+        peer.send(LinkFrame(.open, stream: 5, payload: RawLinkPeer.openPayload(service: "echo")))
+        try await peer.expect("OPEN_REFUSED of stream 5, code 3") { $0.kind == .openRefused && $0.stream == 5 && $0.payload.getInteger(at: $0.payload.readerIndex, as: UInt8.self) == 3 }
+        // The relay's stream gets past the limit (and is refused here only because B has no relay: code 1).
+        peer.send(LinkFrame(.open, stream: 7, payload: RawLinkPeer.openPayload(service: "_relay")))
+        try await peer.expect("OPEN_REFUSED of stream 7, code 1") { $0.kind == .openRefused && $0.stream == 7 && $0.payload.getInteger(at: $0.payload.readerIndex, as: UInt8.self) == 1 }
+        // Stream 1 reset by the peer: a place is free again.
+        peer.send(LinkFrame(.reset, stream: 1, payload: ByteBuffer(string: "done")))
+        peer.send(LinkFrame(.open, stream: 9, payload: RawLinkPeer.openPayload(service: "echo")))
+        try await peer.expect("OPEN_OK of stream 9") { $0.kind == .openOK && $0.stream == 9 }
+        peer.send(LinkFrame(.data, stream: 9, payload: ByteBuffer(string: "still")))
+        try await peer.expect("echo on stream 9") { $0.kind == .data && $0.stream == 9 && String(buffer: $0.payload) == "still" }
+        #expect(!peer.closed)
         try? await echo.close()
         await sites.stop()
     }
