@@ -15,7 +15,7 @@ protocol LinkReadEndObserver: AnyObject {
 
 /// An endpoint's work left for the end of the link's read, requested at most once per read.
 struct WorkAtReadEnd {
-    private(set) var isPending = false
+    private var isPending = false
 
     /// Leaves the work for the end of `link`'s read when it is reading (`observer` is then
     /// called), else does it `now`.
@@ -57,11 +57,12 @@ final class LinkConnection {
     private var keepalive: RepeatedTask?
     private var handshakeTimer: Scheduled<Void>?
     private var needsFlush = false
+    /// OPENs refused at `max_streams`, for the log.
     private let streamLimitRefusals = RefusalReport()
     /// Between the first frame of a read from the link and the end of that read: endpoints
     /// then leave their flushes (to a local socket, to the broker) for `readComplete`, so the
     /// frames one TLS read carries go out in one write per socket instead of one each.
-    private(set) var isReading = false
+    private var isReading = false
     private var atReadEnd: [any LinkReadEndObserver] = []
     /// Ends the read at the end of this event-loop turn if no read-complete came (NIOSSL
     /// can hand over decrypted data outside a socket read, e.g. while closing).
@@ -149,10 +150,7 @@ final class LinkConnection {
     func receive(_ bytes: ByteBuffer, framer: inout InlineFramer<LinkFrameDecoder>) {
         lastReceived = .now()
         node.metrics.bytesFromPeer.increment(by: Int64(bytes.readableBytes))
-        if !isReading {
-            isReading = true
-            readEndFallback.request()
-        }
+        isReading = true
         framer.feed(bytes, while: { !isClosed }, onFrame: frame, onError: error)
     }
 
@@ -254,6 +252,8 @@ final class LinkConnection {
     /// is not reading (the caller acts at once). An observer registers once per read.
     func atEndOfRead(_ observer: any LinkReadEndObserver) -> Bool {
         guard isReading else { return false }
+        // Only a read that leaves work needs the fallback, not every read from the link.
+        if atReadEnd.isEmpty { readEndFallback.request() }
         atReadEnd.append(observer)
         return true
     }
@@ -428,7 +428,7 @@ final class LinkConnection {
             streams[id] = stream
             guard let relay = node.relay.value, relay.accept(stream, peer: peer.name) else {
                 logger.warning("refused the relay stream of \(peer.name): this site has no relay rules for it", metadata: ["event": "stream_refused", "service": "\(serviceName)"])
-                refuseStream(stream, "\u{01}no relay rules for this peer")
+                refuseStream(stream, .notOffered, "no relay rules for this peer")
                 return
             }
             node.metrics.streamsOpened.increment()
@@ -439,9 +439,8 @@ final class LinkConnection {
         }
         // Only services this site lists for this peer: the peer never chooses a host:port.
         guard let service = node.configuration.services.first(where: { $0.name == serviceName }), service.peers.contains(peer.name) else {
-            node.metrics.streamsRefused.increment()
             logger.warning("refused stream to service \"\(serviceName)\": not offered to \(peer.name)", metadata: ["event": "stream_refused", "service": "\(serviceName)", "origin": "\(origin)"])
-            write(LinkFrame(.openRefused, stream: id, payload: ByteBuffer(string: "\u{01}no such service")))
+            refuseOpen(id, .notOffered, "no such service")
             return
         }
         let stream = LinkStream(id: id, link: self, window: node.configuration.streamWindow, opened: true)
@@ -454,7 +453,7 @@ final class LinkConnection {
         switch service.kind {
         case .mqtt:
             guard let aclStore = node.aclStore else {
-                refuseStream(stream, "this site has no ACL for MQTT services")
+                refuseStream(stream, .notOffered, "this site has no ACL for MQTT services")
                 return
             }
             var configuration = node.proxyTemplate
@@ -489,7 +488,7 @@ final class LinkConnection {
                         stream.endpoint?.opened()
                     case .failure(let error):
                         streamLogger.warning("service target \(service.target) unreachable: \(error)", metadata: ["event": "stream_target_failed"])
-                        link.refuseStream(stream, "\u{02}target unreachable")
+                        link.refuseStream(stream, .targetUnreachable, "target unreachable")
                     }
                 }
         }
@@ -501,22 +500,27 @@ final class LinkConnection {
         stream.reset("idle for longer than the service's idle_timeout")
     }
 
-    private func refuseStream(_ stream: LinkStream, _ reason: String) {
+    /// Refuses a peer's OPEN (counted).
+    private func refuseOpen(_ id: UInt32, _ code: LinkFrame.RefusalCode, _ message: String) {
         node.metrics.streamsRefused.increment()
-        write(LinkFrame(.openRefused, stream: stream.id, payload: ByteBuffer(string: reason)))
+        write(.openRefused(stream: id, code, message))
+    }
+
+    /// Refuses a peer's OPEN for which a stream was already set up, and drops the stream.
+    private func refuseStream(_ stream: LinkStream, _ code: LinkFrame.RefusalCode, _ message: String) {
+        refuseOpen(stream.id, code, message)
         flush()
         streams[stream.id] = nil
     }
 
     /// A peer's OPEN beyond `max_streams`: refused and counted (logged as `RefusalReport` says).
     private func refuseAtStreamLimit(_ id: UInt32, service: String, origin: String) {
-        node.metrics.streamsRefused.increment()
         if let refused = streamLimitRefusals.refused() {
             logger.warning("refused stream to service \"\(service)\": \(streams.count) streams open on this link (max_streams)",
                            metadata: ["event": "stream_refused", "reason": "max_streams", "service": "\(service)", "origin": "\(origin)",
                                       "refused": "\(refused)"])
         }
-        write(LinkFrame(.openRefused, stream: id, payload: ByteBuffer(string: "\u{03}too many streams")))
+        refuseOpen(id, .tooManyStreams, "too many streams")
     }
 
     func streamFinished(_ stream: LinkStream) {

@@ -34,6 +34,23 @@ public struct LinkFrame: Hashable, Sendable {
     /// carries bytes the peer does not interpret (a TCP service, the relay).
     public static let openOKMQTT = ByteBuffer(bytes: [1])
     public static let openOKBytes = ByteBuffer(bytes: [0])
+
+    /// OPEN_REFUSED reason codes: the payload's first byte, before a message as UTF-8.
+    public enum RefusalCode: UInt8, Sendable {
+        /// No such service for this peer (or no relay rules for it).
+        case notOffered = 1
+        /// The service's target could not be reached.
+        case targetUnreachable = 2
+        /// The link has `max_streams` streams open.
+        case tooManyStreams = 3
+    }
+
+    public static func openRefused(stream: UInt32, _ code: RefusalCode, _ message: String) -> LinkFrame {
+        var payload = ByteBuffer()
+        payload.writeInteger(code.rawValue)
+        payload.writeString(message)
+        return LinkFrame(.openRefused, stream: stream, payload: payload)
+    }
     public static let headerSize = 10
     /// No frame may be larger; DATA is cut into pieces of at most `maximumDataPayload`.
     public static let maximumPayload = 1 << 20

@@ -142,17 +142,15 @@ public final class RemoteListener: Service, Sendable {
             .childChannelOption(.allowRemoteHalfClosure, value: true)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    guard connections.add(channel, limit: configuration.maximumConnections) else {
+                    let admitted = connections.admit(channel, limit: configuration.maximumConnections) { toReport in
                         node.metrics.remoteConnectionsRefused.increment()
-                        if let refused = connections.refusals.refused() {
+                        if let toReport {
                             node.logger.warning("connection refused: max_connections \(configuration.maximumConnections) reached",
                                                 metadata: ["event": "max_connections", "peer": "\(configuration.peer)", "service": "\(configuration.service)",
-                                                           "refused": "\(refused)"])
+                                                           "refused": "\(toReport)"])
                         }
-                        channel.close(promise: nil)
-                        return
                     }
-                    channel.closeFuture.whenComplete { _ in connections.remove(channel) }
+                    guard admitted else { return }
                     try channel.pipeline.syncOperations.addHandler(RemoteListenerHandler(node: node, configuration: configuration))
                 }
             }

@@ -84,11 +84,10 @@ final class LinkStream {
             endpoint?.opened()
         case .openRefused:
             var payload = frame.payload
-            let code = payload.readInteger(as: UInt8.self) ?? 0
-            switch code {
-            case 2: abort(reason: "the peer cannot reach the service target")
-            case 3: abort(reason: "the peer has too many streams open (its link.max_streams)")
-            default: abort(reason: "the peer does not offer this service to us")
+            switch payload.readInteger(as: UInt8.self).flatMap(LinkFrame.RefusalCode.init(rawValue:)) {
+            case .targetUnreachable: abort(reason: "the peer cannot reach the service target")
+            case .tooManyStreams: abort(reason: "the peer has too many streams open (its link.max_streams)")
+            case .notOffered, nil: abort(reason: "the peer does not offer this service to us")
             }
         case .data:
             // After FIN the peer promised no more bytes: more is a broken peer, not input.

@@ -47,18 +47,27 @@ struct ProxyEnvironment: Sendable {
 final class ConnectionRegistry: Sendable {
     private let channels = NIOLockedValueBox<[ObjectIdentifier: any Channel]>([:])
     /// Connections refused because the listener was full, for the log.
-    let refusals = RefusalReport()
+    private let refusals = RefusalReport()
 
-    /// Registers a channel; false if the listener is full.
-    func add(_ channel: any Channel, limit: Int) -> Bool {
-        channels.withLockedValue { channels in
+    /// A new connection of the listener: registered until it closes, or — with `limit` open
+    /// already — closed at once after `refused` is called (with the count to log if a
+    /// line is due, see `RefusalReport`). True if admitted.
+    func admit(_ channel: any Channel, limit: Int, refused: (_ toReport: Int?) -> Void) -> Bool {
+        let admitted = channels.withLockedValue { channels in
             guard channels.count < limit else { return false }
             channels[ObjectIdentifier(channel)] = channel
             return true
         }
+        guard admitted else {
+            refused(refusals.refused())
+            channel.close(promise: nil)
+            return false
+        }
+        channel.closeFuture.whenComplete { _ in self.remove(channel) }
+        return true
     }
 
-    func remove(_ channel: any Channel) {
+    private func remove(_ channel: any Channel) {
         _ = channels.withLockedValue { $0.removeValue(forKey: ObjectIdentifier(channel)) }
     }
 

@@ -29,21 +29,17 @@ public final class ProxyServer: Service, Sendable {
     static func configureClientChannel(_ channel: any Channel, environment: ProxyEnvironment) -> EventLoopFuture<Void> {
         channel.eventLoop.makeCompletedFuture {
             let configuration = environment.configuration
-            guard environment.registry.add(channel, limit: configuration.maximumConnections) else {
+            let admitted = environment.registry.admit(channel, limit: configuration.maximumConnections) { toReport in
                 environment.metrics.connectionsRefused.increment()
-                if let refused = environment.registry.refusals.refused() {
+                if let toReport {
                     environment.logger.warning("connection refused: max_connections \(configuration.maximumConnections) reached",
-                                               metadata: ["event": "max_connections", "refused": "\(refused)"])
+                                               metadata: ["event": "max_connections", "refused": "\(toReport)"])
                 }
-                channel.close(promise: nil)
-                return
             }
+            guard admitted else { return }
             environment.metrics.connectionsTotal.increment()
             environment.metrics.connectionsActive.increment()
-            channel.closeFuture.whenComplete { _ in
-                environment.registry.remove(channel)
-                environment.metrics.connectionsActive.decrement()
-            }
+            channel.closeFuture.whenComplete { _ in environment.metrics.connectionsActive.decrement() }
             let decoder = MQTTFrameDecoder(configuration: .server(maximumPacketSize: configuration.maximumPacketSize,
                                                                   maximumConnectPacketSize: configuration.maximumConnectPacketSize))
             try channel.pipeline.syncOperations.addHandler(ClientSideHandler(connection: ProxyConnection(environment: environment, eventLoop: channel.eventLoop), decoder: decoder))
