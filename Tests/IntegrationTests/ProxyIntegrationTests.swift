@@ -176,11 +176,11 @@ struct ProxyIntegrationTests {
         // 3.1.1 CONNECT of client "m<i>" as alice; the CONNACK says it was accepted.
         func connect(_ i: Int) throws -> TCPTestClient {
             let client = try TCPTestClient(port: bridge.port, timeout: 10)
-            try client.send([0x10, 0x15, 0, 4, 0x4d, 0x51, 0x54, 0x54, 4, 0x82, 0, 60, 0, 2, 0x6d, 0x30 + UInt8(i)] + [0, 5] + Array("alice".utf8))
+            try client.send(MQTTTestPackets.connect311(clientID: "m\(i)", username: "alice"))
             return client
         }
         let open = try (0..<2).map { try connect($0) }
-        for client in open { #expect(client.receive(atMost: 4).received == [0x20, 0x02, 0x00, 0x00]) }
+        for client in open { #expect(client.receive(atMost: 4).received == MQTTTestPackets.connackAccepted311) }
         // Six more are closed at once, unanswered (a reset when their CONNECT was already
         // there unread: the kernel's answer to closing with unread input).
         for i in 2..<8 {
@@ -198,7 +198,7 @@ struct ProxyIntegrationTests {
             do {
                 let (received, ending) = try connect(9).receive(atMost: 4)
                 attempts.append("\(received) \(ending)")
-                return received == [0x20, 0x02, 0x00, 0x00]
+                return received == MQTTTestPackets.connackAccepted311
             } catch {
                 attempts.append("\(error)")
                 return false

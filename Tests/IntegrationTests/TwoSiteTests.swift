@@ -101,6 +101,14 @@ struct TwoSiteLab {
         a = try BridgeProcess(["run", "--config", path("a/mqbridge.yaml")], expectMetrics: true, readyEvents: ["remote_listening", "link_up"])
     }
 
+    /// Sends GET /hello on a keep-alive connection to the `web` service; whether site B's web
+    /// server answered it (the body is the last thing read).
+    static func webAnswers(_ client: TCPTestClient) throws -> Bool {
+        let body = Array("hello from site B\n".utf8)
+        try client.send(Array("GET /hello HTTP/1.1\r\nHost: b\r\n\r\n".utf8))
+        return client.receive { $0.suffix(body.count).elementsEqual(body) }.received.suffix(body.count).elementsEqual(body)
+    }
+
     func remotePort(_ service: String) -> Int { a.port(event: "remote_listening", matching: ["service": service])! }
 
     /// Restarts site B on the link port it had (after it was killed).
@@ -221,17 +229,11 @@ struct TwoSiteTests {
         lab.linkOptionsB = ["max_streams: 3"]
         lab.webOptionsA = ["max_connections: 2"]
         try lab.start()
-        let hello = Array("GET /hello HTTP/1.1\r\nHost: b\r\n\r\n".utf8)
-        func answered(_ client: TCPTestClient) throws -> Bool {
-            try client.send(hello)
-            let body = Array("hello from site B\n".utf8)
-            return client.receive { $0.suffix(body.count).elementsEqual(body) }.received.suffix(body.count).elementsEqual(body)
-        }
         // Two keep-alive connections to web are open (two streams at B).
         let first = try TCPTestClient(port: lab.remotePort("web"), timeout: 10)
         let second = try TCPTestClient(port: lab.remotePort("web"), timeout: 10)
-        #expect(try answered(first))
-        #expect(try answered(second))
+        #expect(try TwoSiteLab.webAnswers(first))
+        #expect(try TwoSiteLab.webAnswers(second))
         // A third to web is closed by A at once: no stream is opened for it.
         let third = try TCPTestClient(port: lab.remotePort("web"), timeout: 10)
         #expect(third.receive().ending == .eof)
@@ -240,15 +242,15 @@ struct TwoSiteTests {
         // The broker listener has no such limit at A; its first connection is B's third stream,
         // its second is refused by B, and A resets that client.
         let mqtt = try TCPTestClient(port: lab.remotePort("broker"), timeout: 10)
-        try mqtt.send([0x10, 0x15, 0, 4, 0x4d, 0x51, 0x54, 0x54, 4, 0x82, 0, 60, 0, 2, 0x6c, 0x31] + [0, 5] + Array("alice".utf8))
-        #expect(mqtt.receive(atMost: 4).received == [0x20, 0x02, 0x00, 0x00])
+        try mqtt.send(MQTTTestPackets.connect311(clientID: "l1", username: "alice"))
+        #expect(mqtt.receive(atMost: 4).received == MQTTTestPackets.connackAccepted311)
         let beyond = try TCPTestClient(port: lab.remotePort("broker"), timeout: 10)
         #expect(beyond.receive().ending == .reset)
         #expect(try lab.b.metric("mqbridge_link_streams_refused_total") == 1)
         #expect(lab.b.lines(event: "stream_refused").first { $0["reason"] == "max_streams" }?["refused"] == "1")
         // Below the limits again, connections work as before.
         second.close()
-        #expect(TestEnvironment.waitUntil(timeout: 30) { (try? answered(TCPTestClient(port: lab.remotePort("web"), timeout: 10))) == true })
+        #expect(TestEnvironment.waitUntil(timeout: 30) { (try? TwoSiteLab.webAnswers(TCPTestClient(port: lab.remotePort("web"), timeout: 10))) == true })
     }
 
     @Test("idle_timeout: a passthrough connection with no traffic is reset at both ends; one in use is not")
@@ -257,18 +259,12 @@ struct TwoSiteTests {
         defer { lab.stop() }
         lab.webServiceOptionsB = ["idle_timeout: 1s"]
         try lab.start()
-        let hello = Array("GET /hello HTTP/1.1\r\nHost: b\r\n\r\n".utf8)
-        let body = Array("hello from site B\n".utf8)
-        func answered(_ client: TCPTestClient) throws -> Bool {
-            try client.send(hello)
-            return client.receive { $0.suffix(body.count).elementsEqual(body) }.received.suffix(body.count).elementsEqual(body)
-        }
         let idle = try TCPTestClient(port: lab.remotePort("web"), timeout: 10)
         let busy = try TCPTestClient(port: lab.remotePort("web"), timeout: 10)
-        #expect(try answered(idle))
+        #expect(try TwoSiteLab.webAnswers(idle))
         // For 2.5 s the busy connection makes a request every 250 ms; the idle one sends nothing.
         for _ in 0..<10 {
-            #expect(try answered(busy))
+            #expect(try TwoSiteLab.webAnswers(busy))
             usleep(250_000)
         }
         // The idle one was reset, at B (towards the web server) and at A (towards the client).
@@ -276,7 +272,7 @@ struct TwoSiteTests {
         #expect(lab.b.lines(event: "stream_idle").count == 1)
         #expect(try lab.b.metric(#"mqbridge_link_stream_resets_total{direction="sent"}"#) == 1)
         #expect(try lab.a.metric(#"mqbridge_link_stream_resets_total{direction="received"}"#) == 1)
-        #expect(try answered(busy))
+        #expect(try TwoSiteLab.webAnswers(busy))
     }
 
     @Test("Refused at the link: plaintext, TLS 1.2, and an unknown key; counted")
@@ -286,7 +282,7 @@ struct TwoSiteTests {
         try lab.start()
         let before = try lab.b.metric("mqbridge_link_refused_total{reason=\"tls\"}") ?? 0
         // Plaintext MQTT to the link port.
-        _ = try? TestEnvironment.tcpExchange(port: lab.linkPort, send: [0x10, 0x0c, 0, 4, 0x4d, 0x51, 0x54, 0x54, 4, 2, 0, 60, 0, 0], halfClose: false, timeout: 2)
+        _ = try? TestEnvironment.tcpExchange(port: lab.linkPort, send: MQTTTestPackets.connect311(clientID: ""), halfClose: false, timeout: 2)
         // TLS 1.2 only.
         let tls12 = try TestEnvironment.run(["sh", "-c", "echo | openssl s_client -connect 127.0.0.1:\(lab.linkPort) -tls1_2 2>&1"])
         #expect(!String(decoding: tls12.stdout, as: UTF8.self).contains("Cipher is ECDHE"))

@@ -296,3 +296,18 @@ extension ChildProcess {
         return port
     }
 }
+
+/// MQTT packets written by hand for tests that speak to a raw socket.
+public enum MQTTTestPackets {
+    /// A 3.1.1 CONNECT with clean session, keepalive 60 s, and a username if given.
+    public static func connect311(clientID: String, username: String? = nil) -> [UInt8] {
+        func string(_ text: String) -> [UInt8] { [UInt8(text.utf8.count >> 8), UInt8(text.utf8.count & 0xFF)] + Array(text.utf8) }
+        let flags: UInt8 = 0x02 | (username == nil ? 0 : 0x80)
+        let body = string("MQTT") + [4, flags, 0, 60] + string(clientID) + (username.map(string) ?? [])
+        precondition(body.count < 128, "one-byte remaining length only")
+        return [0x10, UInt8(body.count)] + body
+    }
+
+    /// CONNACK, 3.1.1, accepted, no session present.
+    public static let connackAccepted311: [UInt8] = [0x20, 0x02, 0x00, 0x00]
+}
