@@ -250,11 +250,7 @@ struct TwoSiteTests {
         #expect(lab.b.lines(event: "stream_refused").first { $0["reason"] == "max_streams" }?["refused"] == "1")
         // Below the limits again, connections work as before.
         second.close()
-        // Known, not yet understood (as in ProxyIntegrationTests.maxConnections): under full
-        // `make test` load a closed connection's place was sometimes not free within 30 s.
-        withKnownIssue("a closed connection's place is sometimes not freed in time under load", isIntermittent: true) {
-            #expect(TestEnvironment.waitUntil(timeout: 30) { (try? TwoSiteLab.webAnswers(TCPTestClient(port: lab.remotePort("web"), timeout: 10))) == true })
-        }
+        #expect(TestEnvironment.waitUntil(timeout: 30) { (try? TwoSiteLab.webAnswers(TCPTestClient(port: lab.remotePort("web"), timeout: 10))) == true })
     }
 
     @Test("idle_timeout: a passthrough connection with no traffic is reset at both ends; one in use is not")

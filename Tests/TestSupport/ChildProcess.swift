@@ -19,6 +19,11 @@ public final class ChildProcess: @unchecked Sendable {
         posix_spawn_file_actions_addopen(&fileActions, 0, "/dev/null", O_RDONLY, 0)
         posix_spawn_file_actions_addopen(&fileActions, 1, logURL.path, O_WRONLY | O_APPEND, 0o644)
         posix_spawn_file_actions_adddup2(&fileActions, 1, 2)
+        // Nothing else of ours: a child must not inherit a test's sockets. One that did (a
+        // TCPTestClient socket, spawned by a parallel test at the wrong moment) kept that
+        // connection open after the test closed it, for as long as the child (a broker) lived:
+        // the proxy then rightly saw no close (issue 4's "slot stays taken" under full runs).
+        Self.closeFrom3(&fileActions)
 
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
@@ -44,6 +49,17 @@ public final class ChildProcess: @unchecked Sendable {
         let rc = posix_spawnp(&pid, arguments[0], &fileActions, &attributes, argv, envp)
         guard rc == 0 else { throw TestError("posix_spawnp \(arguments[0]) failed: \(String(cString: strerror(rc)))") }
         self.pid = pid
+    }
+
+    /// glibc ≥ 2.34 has posix_spawn_file_actions_addclosefrom_np, but Swift's Glibc module does
+    /// not declare it; looked up once by name.
+    private static let addCloseFrom: (@convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32)? = {
+        guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "posix_spawn_file_actions_addclosefrom_np") else { return nil }
+        return unsafeBitCast(symbol, to: (@convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32).self)
+    }()
+
+    private static func closeFrom3(_ fileActions: inout posix_spawn_file_actions_t) {
+        if let addCloseFrom { _ = addCloseFrom(&fileActions, 3) }
     }
 
     public var log: String { (try? String(contentsOf: logURL, encoding: .utf8)) ?? "" }
