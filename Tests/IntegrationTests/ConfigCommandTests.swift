@@ -58,6 +58,7 @@ struct ConfigCommandTests {
         identity: identity
         link:
           max_streams: 0
+          max_handshakes: -1
         peers:
           - name: site-b
             fingerprint: SHA256:Xm/LGv/hD5XQ/xz8UBqm7DZ/H+o9TAF02MZZtwAfbk8
@@ -80,8 +81,9 @@ struct ConfigCommandTests {
         #expect(r.status == 2)
         let lines = r.stderr.split(separator: "\n").map(String.init)
         #expect(lines.contains { $0.hasPrefix("\(path):3: link.max_streams: \"0\" is not a whole number from 1 to 10000000") })
-        #expect(lines.contains { $0.hasPrefix("\(path):12: remote[0].max_connections: \"many\" is not a whole number from 1 to 10000000") })
-        #expect(lines.contains { $0.hasPrefix("\(path):18: services[0].idle_timeout: applies to tcp services only") })
+        #expect(lines.contains { $0.hasPrefix("\(path):4: link.max_handshakes: \"-1\" is not a whole number from 1 to 100000") })
+        #expect(lines.contains { $0.hasPrefix("\(path):13: remote[0].max_connections: \"many\" is not a whole number from 1 to 10000000") })
+        #expect(lines.contains { $0.hasPrefix("\(path):19: services[0].idle_timeout: applies to tcp services only") })
     }
 
     @Test("A bad acl_file stops run and check before anything listens, naming file:line")

@@ -253,6 +253,35 @@ struct TwoSiteTests {
         #expect(TestEnvironment.waitUntil(timeout: 30) { (try? TwoSiteLab.webAnswers(TCPTestClient(port: lab.remotePort("web"), timeout: 10))) == true })
     }
 
+    @Test("Link handshakes: connections that never finish one are limited in all and per address; beyond, reset on accept, counted, logged; the peer gets in once places free")
+    func handshakeLimits() throws {
+        var lab = try TwoSiteLab()
+        defer { lab.stop() }
+        lab.linkOptionsB = ["max_handshakes: 6", "max_handshakes_per_address: 4"]
+        try lab.start()
+        let refused = #"mqbridge_link_refused_total{reason="max_handshakes"}"#
+        // Four silent TCP connections from 127.0.0.2 take that address's places: a fifth from
+        // it is reset at once, before any TLS.
+        var silent = try (0..<4).map { _ in try TCPTestClient(port: lab.linkPort, timeout: 10, from: "127.0.0.2") }
+        #expect(try TCPTestClient(port: lab.linkPort, timeout: 5, from: "127.0.0.2").receive().ending == .reset)
+        // Two from 127.0.0.3 fill the six; then even a new address is reset.
+        silent += try (0..<2).map { _ in try TCPTestClient(port: lab.linkPort, timeout: 10, from: "127.0.0.3") }
+        #expect(try TCPTestClient(port: lab.linkPort, timeout: 5, from: "127.0.0.4").receive().ending == .reset)
+        #expect(try lab.b.metric(refused) == 2)
+        let line = lab.b.lines(event: "link_refused").first { $0["reason"]?.hasPrefix("max_handshakes") == true }
+        #expect(line?["reason"] == "max_handshakes_per_address" && line?["remote"] == "127.0.0.2" && line?["refused"] == "1", "\(String(describing: line))")
+        // The link that is up is not affected.
+        #expect(try TwoSiteLab.webAnswers(TCPTestClient(port: lab.remotePort("web"), timeout: 10)))
+        // Site A restarted now is refused too (it redials with backoff) until the places free.
+        lab.a.stop()
+        lab.a = try BridgeProcess(["run", "--config", lab.path("a/mqbridge.yaml")], expectMetrics: true, readyEvents: ["remote_listening"])
+        #expect(TestEnvironment.waitUntil(timeout: 10) { ((try? lab.b.metric(refused)) ?? 0) >= 3 })
+        #expect(lab.a.lines(event: "link_up").isEmpty)
+        for client in silent { client.close() }
+        try lab.a.waitFor(event: "link_up", timeout: 20)
+        #expect(try TwoSiteLab.webAnswers(TCPTestClient(port: lab.remotePort("web"), timeout: 10)))
+    }
+
     @Test("idle_timeout: a passthrough connection with no traffic is reset at both ends; one in use is not")
     func idleTimeout() throws {
         var lab = try TwoSiteLab()

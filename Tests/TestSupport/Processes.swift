@@ -215,8 +215,20 @@ extension TestEnvironment {
 public final class TCPTestClient {
     private var fd: Int32
 
-    public init(port: Int, timeout: Double = 10) throws {
+    /// `source`: the local address to connect from (another 127.0.0.0/8 address, to look
+    /// like a second host).
+    public init(port: Int, timeout: Double = 10, from source: String? = nil) throws {
         fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        if let source {
+            var local = sockaddr_in()
+            local.sin_family = sa_family_t(AF_INET)
+            local.sin_addr.s_addr = inet_addr(source)
+            let bound = withUnsafePointer(to: &local) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 } }
+            guard bound else {
+                close()
+                throw TestError("bind to \(source) failed")
+            }
+        }
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
         address.sin_port = in_port_t(UInt16(port).bigEndian)

@@ -93,11 +93,18 @@ public struct LinkConfiguration: Sendable {
     /// Streams open at once on one link (both directions): a peer's OPEN beyond this is
     /// refused, so a peer cannot make this site open connections to its services without bound.
     public var maximumStreams: Int
+    /// Accepted link connections that have not yet proved who they are (TLS handshake and
+    /// HELLO, up to `handshakeTimeout`), in all and from one address: beyond either, a new
+    /// connection is closed before any TLS, so nobody can hold this site's descriptors and
+    /// memory with connections that never finish a handshake, and one address cannot take
+    /// every place from the peers (they redial with backoff).
+    public var maximumHandshakes: Int
+    public var maximumHandshakesPerAddress: Int
 
     public init(identityDirectory: String, listen: HostPort? = nil, trust: LinkTrust = .pins, peers: [PeerConfiguration] = [],
                 services: [ServiceConfiguration] = [], remotes: [RemoteListenerConfiguration] = [], keepalive: TimeAmount = .seconds(2),
                 handshakeTimeout: TimeAmount = .seconds(10), reconnectInitial: TimeAmount = .milliseconds(250), reconnectMaximum: TimeAmount = .seconds(30),
-                streamWindow: Int = 256 << 10, maximumStreams: Int = 10_000) {
+                streamWindow: Int = 256 << 10, maximumStreams: Int = 10_000, maximumHandshakes: Int = 64, maximumHandshakesPerAddress: Int = 8) {
         self.identityDirectory = identityDirectory
         self.listen = listen
         self.trust = trust
@@ -110,5 +117,7 @@ public struct LinkConfiguration: Sendable {
         self.reconnectMaximum = reconnectMaximum
         self.streamWindow = streamWindow
         self.maximumStreams = maximumStreams
+        self.maximumHandshakes = maximumHandshakes
+        self.maximumHandshakesPerAddress = maximumHandshakesPerAddress
     }
 }

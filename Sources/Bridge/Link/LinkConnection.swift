@@ -56,6 +56,9 @@ final class LinkConnection {
     private var lastReceived = NIODeadline.now()
     private var keepalive: RepeatedTask?
     private var handshakeTimer: Scheduled<Void>?
+    /// Accepted links: the source address whose handshake place this connection holds until
+    /// it is up or closed (`LinkRegistry.beginHandshake`).
+    var handshakeSlot: String?
     private var needsFlush = false
     /// OPENs refused at `max_streams`, for the log.
     private let streamLimitRefusals = RefusalReport()
@@ -196,6 +199,7 @@ final class LinkConnection {
             return
         }
         handshakeTimer?.cancel()
+        releaseHandshakeSlot()
         state = .up(peer)
         node.registry.value.add(self, peer: peer.name)
         node.metrics.linksUp.increment()
@@ -285,6 +289,12 @@ final class LinkConnection {
         close()
     }
 
+    private func releaseHandshakeSlot() {
+        guard let address = handshakeSlot else { return }
+        handshakeSlot = nil
+        node.registry.value.endHandshake(from: address)
+    }
+
     private var isClosed: Bool { if case .closed = state { true } else { false } }
 
     func inactive() {
@@ -293,6 +303,7 @@ final class LinkConnection {
         context = nil
         keepalive?.cancel()
         handshakeTimer?.cancel()
+        releaseHandshakeSlot()
         endRead()
         for stream in streams.values { stream.abort(reason: "link closed") }
         streams.removeAll()

@@ -8,6 +8,8 @@ public final class LinkMetrics: Sendable {
     public let linkUps: Counter
     public let refusedTLS: Counter
     public let refusedHello: Counter
+    /// Link connections closed on accept: max_handshakes (in all or from one address) unfinished.
+    public let refusedBusy: Counter
     public let deadLinks: Counter
     public let protocolErrors: Counter
     public let reconnects: Counter
@@ -27,6 +29,7 @@ public final class LinkMetrics: Sendable {
         linkUps = Counter(label: "mqbridge_link_established_total", factory: factory)
         refusedTLS = Counter(label: "mqbridge_link_refused_total", dimensions: [("reason", "tls")], factory: factory)
         refusedHello = Counter(label: "mqbridge_link_refused_total", dimensions: [("reason", "hello")], factory: factory)
+        refusedBusy = Counter(label: "mqbridge_link_refused_total", dimensions: [("reason", "max_handshakes")], factory: factory)
         deadLinks = Counter(label: "mqbridge_link_dead_total", factory: factory)
         protocolErrors = Counter(label: "mqbridge_link_protocol_errors_total", factory: factory)
         reconnects = Counter(label: "mqbridge_link_reconnects_total", factory: factory)
@@ -92,7 +95,32 @@ final class LinkRegistry {
 
     func link(to peer: String) -> LinkConnection? { links[peer]?.first }
 
+    /// Accepted connections still in their TLS handshake or HELLO, by source address.
+    private var handshaking: [String: Int] = [:]
+    private var handshakingTotal = 0
+
+    /// Takes a handshake place for a connection from `address`, or says which limit is reached.
+    func beginHandshake(from address: String, limit: Int, perAddress: Int) -> HandshakeAdmission {
+        if handshakingTotal >= limit { return .refused("max_handshakes") }
+        if handshaking[address, default: 0] >= perAddress { return .refused("max_handshakes_per_address") }
+        handshaking[address, default: 0] += 1
+        handshakingTotal += 1
+        return .admitted
+    }
+
+    func endHandshake(from address: String) {
+        guard let count = handshaking[address] else { return }
+        handshaking[address] = count > 1 ? count - 1 : nil
+        handshakingTotal -= 1
+    }
+
     var all: [LinkConnection] { links.values.flatMap { $0 } }
+}
+
+enum HandshakeAdmission: Equatable {
+    case admitted
+    /// The limit reached, as its configuration key.
+    case refused(String)
 }
 
 @available(*, unavailable)

@@ -8,7 +8,10 @@ public import ServiceLifecycle
 
 extension LinkNode {
     /// The link channel pipeline: TLS, link framing, the link handler.
-    func configureLinkChannel(_ channel: any Channel, role: LinkConnection.Role, onReady: ((LinkConnection) -> Void)? = nil) -> EventLoopFuture<Void> {
+    /// `handshakeSlot`: the source address whose handshake place (`beginHandshake`) the
+    /// connection holds until it is up or closed.
+    func configureLinkChannel(_ channel: any Channel, role: LinkConnection.Role, handshakeSlot: String? = nil,
+                              onReady: ((LinkConnection) -> Void)? = nil) -> EventLoopFuture<Void> {
         channel.eventLoop.makeCompletedFuture {
             let tlsHandler: any ChannelHandler
             switch role {
@@ -21,6 +24,7 @@ extension LinkNode {
             onReady?(link)
             try channel.pipeline.syncOperations.addHandler(tlsHandler)
             try channel.pipeline.syncOperations.addHandler(LinkHandler(link: link))
+            link.handshakeSlot = handshakeSlot
         }
     }
 
@@ -34,6 +38,8 @@ extension LinkNode {
 public final class LinkServer: Service, Sendable {
     let node: LinkNode
     let onBound: @Sendable (SocketAddress) -> Void
+    /// Connections closed on accept at max_handshakes, for the log.
+    private let handshakeRefusals = RefusalReport()
 
     public init(node: LinkNode, onBound: @escaping @Sendable (SocketAddress) -> Void = { _ in }) {
         self.node = node
@@ -47,7 +53,27 @@ public final class LinkServer: Service, Sendable {
             .serverChannelOption(.backlog, value: 64)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
-            .childChannelInitializer { channel in node.configureLinkChannel(channel, role: .acceptor) }
+            .childChannelInitializer { [handshakeRefusals] channel in
+                // Before any TLS: a place among the connections still proving who they are.
+                let address = channel.remoteAddress?.ipAddress ?? "unknown"
+                let configuration = node.configuration
+                let registry = node.registry.value
+                switch registry.beginHandshake(from: address, limit: configuration.maximumHandshakes, perAddress: configuration.maximumHandshakesPerAddress) {
+                case .admitted:
+                    return node.configureLinkChannel(channel, role: .acceptor, handshakeSlot: address).flatMapErrorThrowing { error in
+                        registry.endHandshake(from: address)
+                        throw error
+                    }
+                case .refused(let limit):
+                    node.metrics.refusedBusy.increment()
+                    if let refused = handshakeRefusals.refused() {
+                        node.logger.warning("link connection from \(address) closed on accept: \(limit) reached (\(refused) since the last such line)",
+                                            metadata: ["event": "link_refused", "reason": "\(limit)", "remote": "\(address)", "refused": "\(refused)"])
+                    }
+                    channel.closeWithReset()
+                    return channel.eventLoop.makeSucceededVoidFuture()
+                }
+            }
             .bind(host: listen.host, port: listen.port).get()
         if let address = server.localAddress {
             node.logger.notice("link listening", metadata: ["event": "link_listening", "address": "\(address.logDescription)",
