@@ -52,13 +52,14 @@ struct ConfigCommandTests {
         #expect(lines.contains { $0.hasPrefix("\(path):8: proxies[1].listen: missing — add `listen: 0.0.0.0:1883`") })
     }
 
-    @Test("Link limits are checked with file:line: link.max_streams, remote[].max_connections, services[].idle_timeout")
+    @Test("Link limits are checked with file:line: link.max_streams, max_handshakes, handshake_timeout, remote[].max_connections, services[].idle_timeout")
     func linkLimits() throws {
         let dir = try directory(["bad.yaml": """
         identity: identity
         link:
           max_streams: 0
           max_handshakes: -1
+          handshake_timeout: never
         peers:
           - name: site-b
             fingerprint: SHA256:Xm/LGv/hD5XQ/xz8UBqm7DZ/H+o9TAF02MZZtwAfbk8
@@ -82,8 +83,9 @@ struct ConfigCommandTests {
         let lines = r.stderr.split(separator: "\n").map(String.init)
         #expect(lines.contains { $0.hasPrefix("\(path):3: link.max_streams: \"0\" is not a whole number from 1 to 10000000") })
         #expect(lines.contains { $0.hasPrefix("\(path):4: link.max_handshakes: \"-1\" is not a whole number from 1 to 100000") })
-        #expect(lines.contains { $0.hasPrefix("\(path):13: remote[0].max_connections: \"many\" is not a whole number from 1 to 10000000") })
-        #expect(lines.contains { $0.hasPrefix("\(path):19: services[0].idle_timeout: applies to tcp services only") })
+        #expect(lines.contains { $0.hasPrefix("\(path):5: link.handshake_timeout: \"never\" is not a positive duration") })
+        #expect(lines.contains { $0.hasPrefix("\(path):14: remote[0].max_connections: \"many\" is not a whole number from 1 to 10000000") })
+        #expect(lines.contains { $0.hasPrefix("\(path):20: services[0].idle_timeout: applies to tcp services only") })
     }
 
     @Test("A bad acl_file stops run and check before anything listens, naming file:line")

@@ -139,7 +139,7 @@ public struct BridgeConfiguration: Sendable {
         path.hasPrefix("/") ? path : directory.appendingPathComponent(path).path
     }
 
-    static let linkKeys = ["listen", "trust", "ca_file", "keepalive", "reconnect_max", "max_streams", "max_handshakes", "max_handshakes_per_address"]
+    static let linkKeys = ["listen", "trust", "ca_file", "keepalive", "reconnect_max", "max_streams", "max_handshakes", "max_handshakes_per_address", "handshake_timeout"]
     static let peerKeys = ["name", "fingerprint", "connect"]
     static let serviceKeys = ["name", "kind", "target", "peers", "idle_timeout"]
     static let remoteKeys = ["listen", "peer", "service", "max_connections"]
@@ -158,6 +158,7 @@ public struct BridgeConfiguration: Sendable {
             if let (_, n) = map["listen"] { configuration.listen = reader.hostPort(n, "link.listen") }
             if let (_, n) = map["keepalive"], let d = reader.duration(n, "link.keepalive") { configuration.keepalive = d }
             if let (_, n) = map["max_streams"], let v = reader.integer(n, "link.max_streams", range: 1...10_000_000) { configuration.maximumStreams = v }
+            if let (_, n) = map["handshake_timeout"], let d = reader.duration(n, "link.handshake_timeout") { configuration.handshakeTimeout = d }
             if let (_, n) = map["max_handshakes"], let v = reader.integer(n, "link.max_handshakes", range: 1...100_000) { configuration.maximumHandshakes = v }
             if let (_, n) = map["max_handshakes_per_address"], let v = reader.integer(n, "link.max_handshakes_per_address", range: 1...100_000) {
                 configuration.maximumHandshakesPerAddress = v

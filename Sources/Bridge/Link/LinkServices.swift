@@ -57,18 +57,19 @@ public final class LinkServer: Service, Sendable {
                 // Before any TLS: a place among the connections still proving who they are.
                 let address = channel.remoteAddress?.ipAddress ?? "unknown"
                 let configuration = node.configuration
-                let registry = node.registry.value
-                switch registry.beginHandshake(from: address, limit: configuration.maximumHandshakes, perAddress: configuration.maximumHandshakesPerAddress) {
+                switch node.registry.value.beginHandshake(from: address, limit: configuration.maximumHandshakes,
+                                                          perAddress: configuration.maximumHandshakesPerAddress) {
                 case .admitted:
                     return node.configureLinkChannel(channel, role: .acceptor, handshakeSlot: address).flatMapErrorThrowing { error in
-                        registry.endHandshake(from: address)
+                        node.registry.value.endHandshake(from: address)
                         throw error
                     }
                 case .refused(let limit):
                     node.metrics.refusedBusy.increment()
                     if let refused = handshakeRefusals.refused() {
                         node.logger.warning("link connection from \(address) closed on accept: \(limit) reached (\(refused) since the last such line)",
-                                            metadata: ["event": "link_refused", "reason": "\(limit)", "remote": "\(address)", "refused": "\(refused)"])
+                                            metadata: ["event": "link_refused", "reason": "\(limit)", "refused": "\(refused)",
+                                                      "remote": "\(channel.remoteAddress?.logDescription ?? address)"])
                     }
                     channel.closeWithReset()
                     return channel.eventLoop.makeSucceededVoidFuture()
