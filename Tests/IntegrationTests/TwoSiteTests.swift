@@ -75,7 +75,8 @@ struct TwoSiteLab {
         try startA()
     }
 
-    mutating func startA() throws {
+    /// `readyEvents`: what A's log must show before this returns (by default, its link is up).
+    mutating func startA(readyEvents: [String] = ["remote_listening", "link_up"]) throws {
         let configA = """
         identity: identity
         metrics: 127.0.0.1:0
@@ -98,7 +99,7 @@ struct TwoSiteLab {
 
         """
         try configA.write(toFile: path("a/mqbridge.yaml"), atomically: true, encoding: .utf8)
-        a = try BridgeProcess(["run", "--config", path("a/mqbridge.yaml")], expectMetrics: true, readyEvents: ["remote_listening", "link_up"])
+        a = try BridgeProcess(["run", "--config", path("a/mqbridge.yaml")], expectMetrics: true, readyEvents: readyEvents)
     }
 
     /// Sends GET /hello on a keep-alive connection to the `web` service; whether site B's web
@@ -277,7 +278,7 @@ struct TwoSiteTests {
         #expect(try TwoSiteLab.webAnswers(TCPTestClient(port: lab.remotePort("web"), timeout: 10)))
         // Site A restarted now is refused too (it redials with backoff) until the places free.
         lab.a.stop()
-        lab.a = try BridgeProcess(["run", "--config", lab.path("a/mqbridge.yaml")], expectMetrics: true, readyEvents: ["remote_listening"])
+        try lab.startA(readyEvents: ["remote_listening"])
         #expect(TestEnvironment.waitUntil(timeout: 10) { ((try? lab.b.metric(refused)) ?? 0) >= 3 })
         #expect(lab.a.lines(event: "link_up").isEmpty)
         for client in silent { client.close() }

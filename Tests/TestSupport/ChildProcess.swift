@@ -23,7 +23,7 @@ public final class ChildProcess: @unchecked Sendable {
         // TCPTestClient socket, spawned by a parallel test at the wrong moment) kept that
         // connection open after the test closed it, for as long as the child (a broker) lived:
         // the proxy then rightly saw no close (issue 4's "slot stays taken" under full runs).
-        Self.closeFrom3(&fileActions)
+        _ = Self.addCloseFrom?(&fileActions, 3)
 
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
@@ -53,14 +53,9 @@ public final class ChildProcess: @unchecked Sendable {
 
     /// glibc ≥ 2.34 has posix_spawn_file_actions_addclosefrom_np, but Swift's Glibc module does
     /// not declare it; looked up once by name.
-    private static let addCloseFrom: (@convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32)? = {
-        guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "posix_spawn_file_actions_addclosefrom_np") else { return nil }
-        return unsafeBitCast(symbol, to: (@convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32).self)
-    }()
-
-    private static func closeFrom3(_ fileActions: inout posix_spawn_file_actions_t) {
-        if let addCloseFrom { _ = addCloseFrom(&fileActions, 3) }
-    }
+    private typealias AddCloseFrom = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32
+    private static let addCloseFrom: AddCloseFrom? = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "posix_spawn_file_actions_addclosefrom_np")
+        .map { unsafeBitCast($0, to: AddCloseFrom.self) }
 
     public var log: String { (try? String(contentsOf: logURL, encoding: .utf8)) ?? "" }
 

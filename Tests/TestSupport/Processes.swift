@@ -13,33 +13,36 @@ public enum TestEnvironment {
 
     /// A port that was free on 127.0.0.1 a moment ago (bind to port 0, read it, close).
     public static func freePort() throws -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        let fd = tcpSocket()
         guard fd >= 0 else { throw TestError("socket() failed") }
         defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = 0
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var address = loopbackAddress(port: 0)
         var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
-        }
+        let bound = address.withSockaddr { bind(fd, $0, $1) == 0 && getsockname(fd, $0, &length) == 0 }
         guard bound else { throw TestError("bind() failed") }
         return Int(UInt16(bigEndian: address.sin_port))
     }
 
-    /// Whether something accepts TCP connections on 127.0.0.1:port.
-    public static func isListening(_ port: Int) -> Bool {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else { return false }
-        defer { close(fd) }
+    /// A TCP socket closed on exec: no child process spawned meanwhile (by this or a parallel
+    /// test) may keep a connection open after the test closed it (see ChildProcess).
+    static func tcpSocket() -> Int32 { socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0) }
+
+    /// `host:port` as a socket address; `host` is a 127.0.0.0/8 address.
+    static func loopbackAddress(_ host: String = "127.0.0.1", port: Int) -> sockaddr_in {
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
         address.sin_port = in_port_t(UInt16(port).bigEndian)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        return withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
-        }
+        address.sin_addr.s_addr = inet_addr(host)
+        return address
+    }
+
+    /// Whether something accepts TCP connections on 127.0.0.1:port.
+    public static func isListening(_ port: Int) -> Bool {
+        let fd = tcpSocket()
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        var address = loopbackAddress(port: port)
+        return address.withSockaddr { connect(fd, $0, $1) == 0 }
     }
 
     public static func waitUntilListening(_ port: Int, timeout: Double = 10) throws {
@@ -218,25 +221,18 @@ public final class TCPTestClient {
     /// `source`: the local address to connect from (another 127.0.0.0/8 address, to look
     /// like a second host).
     public init(port: Int, timeout: Double = 10, from source: String? = nil) throws {
-        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        fd = TestEnvironment.tcpSocket()
         if let source {
-            var local = sockaddr_in()
-            local.sin_family = sa_family_t(AF_INET)
-            local.sin_addr.s_addr = inet_addr(source)
-            let bound = withUnsafePointer(to: &local) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 } }
-            guard bound else {
+            var local = TestEnvironment.loopbackAddress(source, port: 0)
+            guard local.withSockaddr({ bind(fd, $0, $1) == 0 }) else {
                 close()
                 throw TestError("bind to \(source) failed")
             }
         }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = in_port_t(UInt16(port).bigEndian)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var address = TestEnvironment.loopbackAddress(port: port)
         var tv = timeval(tv_sec: Int(timeout), tv_usec: Int((timeout - timeout.rounded(.down)) * 1_000_000))
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-        let ok = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 } }
-        guard ok else {
+        guard address.withSockaddr({ connect(fd, $0, $1) == 0 }) else {
             close()
             throw TestError("connect to 127.0.0.1:\(port) failed")
         }
@@ -333,4 +329,11 @@ public enum MQTTTestPackets {
 
     /// CONNACK, 3.1.1, accepted, no session present.
     public static let connackAccepted311: [UInt8] = [0x20, 0x02, 0x00, 0x00]
+}
+
+extension sockaddr_in {
+    /// Calls `body` with this address as a `sockaddr` and its length (bind, connect, getsockname).
+    mutating func withSockaddr<Result>(_ body: (UnsafeMutablePointer<sockaddr>, socklen_t) -> Result) -> Result {
+        withUnsafeMutablePointer(to: &self) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { body($0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+    }
 }

@@ -9,7 +9,7 @@ public final class LinkMetrics: Sendable {
     public let refusedTLS: Counter
     public let refusedHello: Counter
     /// Link connections closed on accept: max_handshakes (in all or from one address) unfinished.
-    public let refusedBusy: Counter
+    public let refusedAtHandshakeLimit: Counter
     public let deadLinks: Counter
     public let protocolErrors: Counter
     public let reconnects: Counter
@@ -29,7 +29,7 @@ public final class LinkMetrics: Sendable {
         linkUps = Counter(label: "mqbridge_link_established_total", factory: factory)
         refusedTLS = Counter(label: "mqbridge_link_refused_total", dimensions: [("reason", "tls")], factory: factory)
         refusedHello = Counter(label: "mqbridge_link_refused_total", dimensions: [("reason", "hello")], factory: factory)
-        refusedBusy = Counter(label: "mqbridge_link_refused_total", dimensions: [("reason", "max_handshakes")], factory: factory)
+        refusedAtHandshakeLimit = Counter(label: "mqbridge_link_refused_total", dimensions: [("reason", "max_handshakes")], factory: factory)
         deadLinks = Counter(label: "mqbridge_link_dead_total", factory: factory)
         protocolErrors = Counter(label: "mqbridge_link_protocol_errors_total", factory: factory)
         reconnects = Counter(label: "mqbridge_link_reconnects_total", factory: factory)

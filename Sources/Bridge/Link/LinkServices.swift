@@ -65,7 +65,7 @@ public final class LinkServer: Service, Sendable {
                         throw error
                     }
                 case .refused(let limit):
-                    node.metrics.refusedBusy.increment()
+                    node.metrics.refusedAtHandshakeLimit.increment()
                     if let refused = handshakeRefusals.refused() {
                         node.logger.warning("link connection from \(address) closed on accept: \(limit) reached (\(refused) since the last such line)",
                                             metadata: ["event": "link_refused", "reason": "\(limit)", "refused": "\(refused)",
