@@ -9,7 +9,8 @@ import TestSupport
 /// Paired sites against an stunnel pair, same run: MQTT to a remote broker (throughput,
 /// latency, CPU, RSS) and HTTP through the passthrough (requests/s with keep-alive, and with
 /// a new TCP connection per request, where stunnel pays a TLS handshake each time and the
-/// link only opens a stream).
+/// link only opens a stream), and a bulk download through the passthrough. With `--rtt`, every
+/// path crosses a delay line between the sites (direct: between the client and site B).
 struct LinkBenchmark: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "link", abstract: "Remote proxy and passthrough through the link vs direct vs stunnel.")
 
@@ -17,6 +18,9 @@ struct LinkBenchmark: ParsableCommand {
     var seconds: Double { measurement.seconds }
     var rounds: Int { measurement.rounds }
     @Option(help: "Messages per second for the latency cases.") var rate: Int = 5000
+    @Option(help: "Round-trip time between the sites in milliseconds: every path (direct too) crosses a delay line that holds each byte rtt/2 each way (0: loopback).")
+    var rtt: Double = 0
+    @Option(help: "Size of the bulk download in MiB.") var bulkMiB: Int = 64
 
     func run() throws {
         let workspace = try BenchWorkspace(name: "linkbench")
@@ -39,6 +43,17 @@ struct LinkBenchmark: ParsableCommand {
             .bind(host: "127.0.0.1", port: 0).wait()
         defer { http.close(promise: nil) }
         let httpPort = http.localAddress!.port!
+        let bulkSize = bulkMiB << 20
+        let bulk = try ServerBootstrap(group: group)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(BulkSourceHandler(size: bulkSize)) }
+            }
+            .bind(host: "127.0.0.1", port: 0).wait()
+        defer { bulk.close(promise: nil) }
+        let bulkPort = bulk.localAddress!.port!
+        // Between the sites: loopback, or a delay line (its own thread, in no path's CPU column).
+        let distance = SiteDistance(roundTripMilliseconds: rtt)
+        defer { distance.stop() }
 
         // mqbridge: B owns the broker and the web server; A dials B.
         let fingerprints = ["a": try TestEnvironment.createIdentity(in: path("a/identity"), name: "site-a"),
@@ -62,6 +77,10 @@ struct LinkBenchmark: ParsableCommand {
             kind: tcp
             target: 127.0.0.1:\(httpPort)
             peers: [site-a]
+          - name: bulk
+            kind: tcp
+            target: 127.0.0.1:\(bulkPort)
+            peers: [site-a]
 
         """.write(toFile: path("b/mqbridge.yaml"), atomically: true, encoding: .utf8)
         let b = try BridgeProcess(["run", "--config", path("b/mqbridge.yaml"), "--log-level", "notice"], readyEvents: ["link_listening"])
@@ -71,7 +90,7 @@ struct LinkBenchmark: ParsableCommand {
         peers:
           - name: site-b
             fingerprint: \(fingerprint("b"))
-            connect: 127.0.0.1:\(b.port(event: "link_listening")!)
+            connect: 127.0.0.1:\(try distance.across(b.port(event: "link_listening")!))
         remote:
           - listen: 127.0.0.1:0
             peer: site-b
@@ -79,12 +98,16 @@ struct LinkBenchmark: ParsableCommand {
           - listen: 127.0.0.1:0
             peer: site-b
             service: web
+          - listen: 127.0.0.1:0
+            peer: site-b
+            service: bulk
 
         """.write(toFile: path("a/mqbridge.yaml"), atomically: true, encoding: .utf8)
         let a = try BridgeProcess(["run", "--config", path("a/mqbridge.yaml"), "--log-level", "notice"], readyEvents: ["remote_listening", "link_up"])
         defer { a.stop() }
         let viaLinkMQTT = a.port(event: "remote_listening", matching: ["service": "broker"])!
         let viaLinkHTTP = a.port(event: "remote_listening", matching: ["service": "web"])!
+        let viaLinkBulk = a.port(event: "remote_listening", matching: ["service": "bulk"])!
 
         // stunnel pair with mutual TLS 1.3 and verified certificates (the usual hardening).
         try sh("for s in sa sb; do openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout $s.key -out $s.pem -days 30 -subj /CN=$s 2>/dev/null; done")
@@ -111,7 +134,7 @@ struct LinkBenchmark: ParsableCommand {
             [\(name)-a]
             client = yes
             accept = 127.0.0.1:\(clientPort)
-            connect = 127.0.0.1:\(serverPort)
+            connect = 127.0.0.1:\(try distance.across(serverPort))
             cert = \(path("sa.pem"))
             key = \(path("sa.key"))
             CAfile = \(path("sb.pem"))
@@ -127,19 +150,22 @@ struct LinkBenchmark: ParsableCommand {
         }
         let viaStunnelMQTT = try stunnelPair(name: "mqtt", target: broker.port)
         let viaStunnelHTTP = try stunnelPair(name: "http", target: httpPort)
+        let viaStunnelBulk = try stunnelPair(name: "bulk", target: bulkPort)
+        let (directMQTT, directHTTP, directBulk) = (try distance.across(broker.port), try distance.across(httpPort), try distance.across(bulkPort))
         let stunnelPIDs = stunnels.map(\.pid)
 
         print("mqbridge link benchmark — mosquitto \(mosquittoVersion()), stunnel4 (mutual TLS 1.3), \(ProcessInfo.processInfo.activeProcessorCount) cores, median of \(rounds) rounds")
         print("paths: direct → broker; mqbridge A → link → mqbridge B → broker; stunnel client → stunnel server → broker. 64-byte payloads")
+        print(rtt > 0 ? "between the sites: \(format(rtt, 1)) ms round trip (a delay line, on every path)" : "between the sites: loopback")
         print("")
-        let paths: [(String, Int, [Int32])] = [("direct", broker.port, []), ("mqbridge", viaLinkMQTT, [a.process.pid, b.process.pid]), ("stunnel", viaStunnelMQTT, stunnelPIDs)]
+        let paths: [(String, Int, [Int32])] = [("direct", directMQTT, []), ("mqbridge", viaLinkMQTT, [a.process.pid, b.process.pid]), ("stunnel", viaStunnelMQTT, stunnelPIDs)]
         var table: [[String]] = []
         for qos in [Int32(0), 1] {
             var rates: [String: [Double]] = [:], cpu: [String: [Double]] = [:]
             for _ in 0..<rounds {
                 for (name, port, pids) in paths {
                     let before = pids.map(ProcessStats.cpuSeconds).reduce(0, +)
-                    let t = try Load.throughput(host: "127.0.0.1", port: port, qos: qos, publishers: 4, seconds: seconds)
+                    let t = try Load.throughput(host: "127.0.0.1", port: port, qos: qos, publishers: 4, seconds: seconds, window: 2000 + Int(rtt * 200))
                     let after = pids.map(ProcessStats.cpuSeconds).reduce(0, +)
                     rates[name, default: []].append(t.messagesPerSecond)
                     cpu[name, default: []].append((after - before) / Double(max(t.messages, 1)) * 1e6)
@@ -163,7 +189,7 @@ struct LinkBenchmark: ParsableCommand {
                           "+\(format(median(p50["mqbridge"]!) - d, 1)) µs vs direct", qos == 0 ? "≤ direct + 40 µs" : ""])
             table.append(["QoS \(qos) latency p99 @\(rate)/s (µs)", format(median(p99["direct"]!), 1), format(median(p99["mqbridge"]!), 1), format(median(p99["stunnel"]!), 1), "", ""])
         }
-        let httpPaths: [(String, Int)] = [("direct", httpPort), ("mqbridge", viaLinkHTTP), ("stunnel", viaStunnelHTTP)]
+        let httpPaths: [(String, Int)] = [("direct", directHTTP), ("mqbridge", viaLinkHTTP), ("stunnel", viaStunnelHTTP)]
         for keepAlive in [true, false] {
             var results: [String: [Double]] = [:]
             for _ in 0..<rounds {
@@ -174,6 +200,14 @@ struct LinkBenchmark: ParsableCommand {
             let m = median(results["mqbridge"]!), s = median(results["stunnel"]!)
             table.append(["HTTP req/s, 8 clients, \(keepAlive ? "keep-alive" : "new connection each")", format(median(results["direct"]!), 0), format(m, 0), format(s, 0), "\(format(m / s, 2))× stunnel", ""])
         }
+        var speeds: [String: [Double]] = [:]
+        for _ in 0..<rounds {
+            for (name, port) in [("direct", directBulk), ("mqbridge", viaLinkBulk), ("stunnel", viaStunnelBulk)] {
+                speeds[name, default: []].append(try BulkDownload.megabytesPerSecond(port: port, expecting: bulkSize))
+            }
+        }
+        let bm = median(speeds["mqbridge"]!), bs = median(speeds["stunnel"]!)
+        table.append(["TCP download of \(bulkMiB) MiB, one connection (MB/s)", format(median(speeds["direct"]!), 0), format(bm, 0), format(bs, 0), "\(format(bm / bs, 2))× stunnel", ""])
         let rssA = ProcessStats.rssKiB(a.process.pid), rssB = ProcessStats.rssKiB(b.process.pid)
         let rssStunnel = stunnelPIDs.map(ProcessStats.rssKiB).reduce(0, +)
         table.append(["RSS after the run, both sites (MiB)", "—", format(Double(rssA + rssB) / 1024, 1), format(Double(rssStunnel) / 1024, 1), "", ""])
@@ -252,5 +286,52 @@ enum HTTPLoad {
         let ok = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 } }
         if !ok { close(fd); return -1 }
         return fd
+    }
+}
+
+/// Sends `size` bytes to each connection as fast as the reader takes them, then closes it.
+final class BulkSourceHandler: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+    private static let chunk = ByteBuffer(repeating: 0x42, count: 64 << 10)
+    private var remaining: Int
+
+    init(size: Int) { remaining = size }
+
+    func channelActive(context: ChannelHandlerContext) { pump(context) }
+    func channelWritabilityChanged(context: ChannelHandlerContext) { pump(context) }
+
+    private func pump(_ context: ChannelHandlerContext) {
+        while remaining > 0 && context.channel.isWritable {
+            let piece = Self.chunk.getSlice(at: 0, length: min(remaining, Self.chunk.readableBytes))!
+            remaining -= piece.readableBytes
+            if remaining == 0 {
+                let channel = context.channel
+                context.writeAndFlush(wrapOutboundOut(piece)).whenComplete { _ in channel.close(promise: nil) }
+                return
+            }
+            context.write(wrapOutboundOut(piece), promise: nil)
+        }
+        context.flush()
+    }
+}
+
+/// One blocking client reading a bulk download to its end.
+enum BulkDownload {
+    static func megabytesPerSecond(port: Int, expecting size: Int) throws -> Double {
+        let fd = HTTPLoad.connectTo(port)
+        guard fd >= 0 else { throw BenchError("bulk download: cannot connect to \(port)") }
+        defer { close(fd) }
+        var buffer = [UInt8](repeating: 0, count: 1 << 20)
+        var total = 0
+        let start = monotonicNanoseconds()
+        while true {
+            let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if n <= 0 { break }
+            total += n
+        }
+        let elapsed = Double(monotonicNanoseconds() - start) / 1e9
+        guard total == size else { throw BenchError("bulk download: \(total) of \(size) bytes arrived") }
+        return Double(total) / elapsed / 1e6
     }
 }

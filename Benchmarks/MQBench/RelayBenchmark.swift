@@ -6,7 +6,8 @@ import TestSupport
 /// The topic relay against mosquitto's own bridge over TLS, same run, same load: publishers
 /// at broker A, the subscriber at broker B; between them either two mqbridge relays (durable
 /// queue, pinned TLS 1.3 link) or broker A's `connection` bridge to a TLS 1.3 listener of B
-/// with client certificates.
+/// with client certificates. With `--rtt`, both ways between the sites cross a delay line
+/// (`DelayLine`): the two sites as far apart as a WAN makes them.
 struct RelayBenchmark: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "relay", abstract: "Topic relay between two brokers vs mosquitto's TLS bridge.")
 
@@ -18,6 +19,8 @@ struct RelayBenchmark: ParsableCommand {
     var brokerInflight: Int = 100
     @Flag(help: "TCP_NODELAY outside the bridges too: on the load clients and on every broker (`set_tcp_nodelay true`). By default both leave Nagle on, and a QoS 0 message that nothing answers can wait for a delayed ACK at broker A and at the subscriber, on both paths alike; with this flag the latency rows show what the bridges add.")
     var noDelay = false
+    @Option(help: "Round-trip time between the sites in milliseconds: both paths' site-to-site connection crosses a delay line that holds each byte rtt/2 each way (0: direct on loopback).")
+    var rtt: Double = 0
 
     func run() throws {
         let workspace = try BenchWorkspace(name: "relaybench")
@@ -25,6 +28,9 @@ struct RelayBenchmark: ParsableCommand {
         func path(_ p: String) -> String { workspace.path(p) }
         func sh(_ command: String) throws { try workspace.sh(command) }
         // The same broker settings on every broker: nothing dropped for a slow consumer.
+        // Between the sites: loopback, or a delay line (its own thread, in no path's CPU column).
+        let distance = SiteDistance(roundTripMilliseconds: rtt)
+        defer { distance.stop() }
         let common = ["max_queued_messages 0", "max_inflight_messages \(brokerInflight)"] + (noDelay ? ["set_tcp_nodelay true"] : [])
 
         // mqbridge: a relay at each site.
@@ -57,7 +63,7 @@ struct RelayBenchmark: ParsableCommand {
         peers:
           - name: site-b
             fingerprint: \(fingerprintB)
-            connect: 127.0.0.1:\(b.port(event: "link_listening")!)
+            connect: 127.0.0.1:\(try distance.across(b.port(event: "link_listening")!))
         relay:
           broker: 127.0.0.1:\(relayA.port)
           rules:
@@ -76,7 +82,7 @@ struct RelayBenchmark: ParsableCommand {
         ])
         defer { bridgeB.stop() }
         let bridgeA = try MosquittoBroker(extraConfiguration: common + [
-            "connection to-b", "address 127.0.0.1:\(tlsPort)", "topic bench/# out 2", "cleansession false",
+            "connection to-b", "address 127.0.0.1:\(try distance.across(tlsPort))", "topic bench/# out 2", "cleansession false",
             "bridge_cafile \(path("mb.pem"))", "bridge_certfile \(path("ma.pem"))", "bridge_keyfile \(path("ma.key"))", "bridge_tls_version tlsv1.3",
         ])
         defer { bridgeA.stop() }
@@ -96,6 +102,7 @@ struct RelayBenchmark: ParsableCommand {
         print("mqbridge relay benchmark — mosquitto \(mosquittoVersion()), \(ProcessInfo.processInfo.activeProcessorCount) cores, median of \(rounds) rounds, 64-byte payloads")
         print("publishers → broker A → {mqbridge A → link → mqbridge B | mosquitto bridge over TLS 1.3} → broker B → subscriber")
         print("mqbridge QoS 1 is durable (fsync before the broker is acknowledged); mosquitto's bridge keeps its queue in memory")
+        print(rtt > 0 ? "between the sites: \(format(rtt, 1)) ms round trip (a delay line, both paths)" : "between the sites: loopback")
         print("every broker: max_inflight_messages \(brokerInflight), max_queued_messages 0 (unlimited)\(noDelay ? ", set_tcp_nodelay true; load clients with TCP_NODELAY" : "")")
         print("")
         let paths: [(String, Int, Int, [Int32])] = [
@@ -108,7 +115,8 @@ struct RelayBenchmark: ParsableCommand {
             for _ in 0..<rounds {
                 for (name, publishPort, subscribePort, pids) in paths {
                     let before = pids.map(ProcessStats.cpuSeconds)
-                    let t = try Load.throughput(host: "127.0.0.1", port: publishPort, subscribePort: subscribePort, qos: qos, publishers: 4, seconds: seconds)
+                    let t = try Load.throughput(host: "127.0.0.1", port: publishPort, subscribePort: subscribePort, qos: qos, publishers: 4, seconds: seconds,
+                                                 window: 2000 + Int(rtt * 200))
                     let perMessage = zip(pids.map(ProcessStats.cpuSeconds), before).map { ($0 - $1) / Double(max(t.messages, 1)) * 1e6 }
                     rates[name, default: []].append(t.messagesPerSecond)
                     cpu[name, default: []].append(perMessage.reduce(0, +))

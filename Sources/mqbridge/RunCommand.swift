@@ -120,7 +120,8 @@ struct CheckCommand: ParsableCommand {
         if let link = configuration.link, let identity = try? SiteIdentity.load(from: link.identityDirectory) {
             print("  identity: \(identity.name) \(identity.fingerprint)")
             print("  link: \(link.listen.map { "listen \($0)" } ?? "no listener"), trust \(link.trust == .pins ? "pinned keys" : "CA"), max streams \(link.maximumStreams) per link, "
-                  + "max handshakes \(link.maximumHandshakes) (\(link.maximumHandshakesPerAddress) per address) of at most \(link.handshakeTimeout.nanoseconds / 1_000_000) ms")
+                  + "max handshakes \(link.maximumHandshakes) (\(link.maximumHandshakesPerAddress) per address) of at most \(link.handshakeTimeout.nanoseconds / 1_000_000) ms, "
+                  + "stream window \(link.streamWindow >> 10) KiB growing to \(link.maximumStreamWindow >> 10) KiB over a distant link")
             for peer in link.peers { print("  peer \"\(peer.name)\": \(peer.fingerprint.map { "\($0)" } ?? "CA-issued")\(peer.connect.map { ", dial \($0)" } ?? "")") }
             for service in link.services {
                 let idle = service.kind == .tcp ? ", idle timeout \(service.idleTimeout.nanoseconds / 1_000_000) ms" : ""

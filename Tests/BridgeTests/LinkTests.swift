@@ -2,6 +2,7 @@
 import Foundation
 import Logging
 import Metrics
+import MetricsTestKit
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
@@ -46,10 +47,17 @@ struct TwoSites {
     var tasks: [Task<Void, any Error>] = []
     let bound = NIOLockedValueBox<[String: Int]>([:])
     let executor = DedicatedTaskExecutor()
-    let metricsA = LinkMetrics(factory: NOOPMetricsHandler.instance)
-    let metricsB = LinkMetrics(factory: NOOPMetricsHandler.instance)
+    /// What each site's link counted.
+    let recordedA = TestMetrics()
+    let recordedB = TestMetrics()
+    let metricsA: LinkMetrics
+    let metricsB: LinkMetrics
+    /// Delay lines between the sites, when they are set apart.
+    var delayLines: [DelayLine] = []
 
     init() throws {
+        metricsA = LinkMetrics(factory: recordedA)
+        metricsB = LinkMetrics(factory: recordedB)
         a = try SiteIdentity.create(in: directory.appendingPathComponent("a").path, name: "site-a")
         b = try SiteIdentity.create(in: directory.appendingPathComponent("b").path, name: "site-b")
     }
@@ -76,15 +84,16 @@ struct TwoSites {
     func stop() async {
         for serviceGroup in serviceGroups { await serviceGroup.triggerGracefulShutdown() }
         for task in tasks { _ = await task.result }
+        delayLines.forEach { $0.stop() }
         try? await group.shutdownGracefully()
         try? FileManager.default.removeItem(at: directory)
     }
 
     /// Starts B alone: its link listener (port "link-b") and services, for site-a.
-    mutating func startB(services: [ServiceConfiguration], maximumStreams: Int = 10_000) async throws -> Int {
+    mutating func startB(services: [ServiceConfiguration], maximumStreams: Int = 10_000, maximumStreamWindow: Int = 16 << 20) async throws -> Int {
         let bConfig = LinkConfiguration(identityDirectory: "", listen: HostPort(host: "127.0.0.1", port: 0),
                                         peers: [PeerConfiguration(name: "site-a", fingerprint: a.fingerprint)], services: services,
-                                        maximumStreams: maximumStreams)
+                                        maximumStreamWindow: maximumStreamWindow, maximumStreams: maximumStreams)
         let nodeB = try LinkNode(configuration: bConfig, identity: b, eventLoop: group.next(), logger: Logger(label: "test"), metrics: metricsB, aclStore: nil,
                                  proxyMetrics: BridgeMetrics(factory: NOOPMetricsHandler.instance))
         let box = bound
@@ -92,15 +101,23 @@ struct TwoSites {
         return try await port("link-b")
     }
 
-    /// Starts B (link listener + services), then A (dialer + remote listeners).
-    mutating func start(services: [ServiceConfiguration], remotes: [RemoteListenerConfiguration], aPins bPin: SPKIFingerprint? = nil) async throws {
+    /// Starts B (link listener + services), then A (dialer + remote listeners). With `oneWayDelay`,
+    /// A reaches B through a delay line (a distant site).
+    mutating func start(services: [ServiceConfiguration], remotes: [RemoteListenerConfiguration], aPins bPin: SPKIFingerprint? = nil,
+                        oneWayDelay: TimeAmount? = nil, maximumStreamWindow: Int = 16 << 20) async throws {
         let logger = Logger(label: "test")
         let proxyMetrics = BridgeMetrics(factory: NOOPMetricsHandler.instance)
         let box = bound
-        let linkPort = try await startB(services: services)
+        var linkPort = try await startB(services: services, maximumStreamWindow: maximumStreamWindow)
+        if let oneWayDelay {
+            let line = try DelayLine(to: ("127.0.0.1", linkPort), oneWay: oneWayDelay, on: group)
+            delayLines.append(line)
+            linkPort = line.port
+        }
         let aConfig = LinkConfiguration(identityDirectory: "", peers: [PeerConfiguration(name: "site-b", fingerprint: bPin ?? b.fingerprint,
                                                                                             connect: HostPort(host: "127.0.0.1", port: linkPort))],
-                                        remotes: remotes, keepalive: .milliseconds(300), reconnectInitial: .milliseconds(50))
+                                        remotes: remotes, keepalive: .milliseconds(300), reconnectInitial: .milliseconds(50),
+                                        maximumStreamWindow: maximumStreamWindow)
         let nodeA = try LinkNode(configuration: aConfig, identity: a, eventLoop: group.next(), logger: logger, metrics: metricsA, aclStore: nil, proxyMetrics: proxyMetrics)
         var services: [any Service] = [LinkDialer(node: nodeA, peer: aConfig.peers[0])]
         for remote in remotes {
@@ -153,6 +170,28 @@ struct LinkTests {
         // 3 MiB, larger than every window, arrives intact.
         let big = (0..<(3 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 31) }
         #expect(try TestEnvironment.tcpExchange(port: port, send: big, halfClose: true) == big)
+        try? await echo.close()
+        await sites.stop()
+    }
+
+    @Test("Over a distant link (40 ms round trip) a stream's receive windows grow, to link.max_stream_window at most, and 8 MiB echo intact")
+    func windowGrowsOverDistance() async throws {
+        var sites = try TwoSites()
+        let (echo, echoPort) = try await echoServer(sites.group)
+        try await sites.start(services: [ServiceConfiguration(name: "echo", kind: .tcp, target: HostPort(host: "127.0.0.1", port: echoPort), peers: ["site-a"])],
+                              remotes: [RemoteListenerConfiguration(listen: HostPort(host: "127.0.0.1", port: 0), peer: "site-b", service: "echo")],
+                              oneWayDelay: .milliseconds(20), maximumStreamWindow: 1 << 20)
+        let port = try await sites.port("remote-echo")
+        try await waitForLink(sites.metricsA, sites, port: port)
+        let big = (0..<(8 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 131) }
+        #expect(try TestEnvironment.tcpExchange(port: port, send: big, halfClose: true, timeout: 120) == big)
+        // B receives the upload, A the echo: each window 256 KiB → 512 KiB → 1 MiB, so at
+        // least one doubling and never more than two on each side (the small exchanges that
+        // waited for the link never fill half a window).
+        let grownAtB = try sites.recordedB.expectCounter("mqbridge_link_stream_window_growths_total").totalValue
+        let grownAtA = try sites.recordedA.expectCounter("mqbridge_link_stream_window_growths_total").totalValue
+        #expect((1...2).contains(grownAtB), "B's window doubled \(grownAtB) times")
+        #expect((1...2).contains(grownAtA), "A's window doubled \(grownAtA) times")
         try? await echo.close()
         await sites.stop()
     }

@@ -60,6 +60,7 @@ struct ConfigCommandTests {
           max_streams: 0
           max_handshakes: -1
           handshake_timeout: never
+          max_stream_window: 1000
         peers:
           - name: site-b
             fingerprint: SHA256:Xm/LGv/hD5XQ/xz8UBqm7DZ/H+o9TAF02MZZtwAfbk8
@@ -84,8 +85,9 @@ struct ConfigCommandTests {
         #expect(lines.contains { $0.hasPrefix("\(path):3: link.max_streams: \"0\" is not a whole number from 1 to 10000000") })
         #expect(lines.contains { $0.hasPrefix("\(path):4: link.max_handshakes: \"-1\" is not a whole number from 1 to 100000") })
         #expect(lines.contains { $0.hasPrefix("\(path):5: link.handshake_timeout: \"never\" is not a positive duration") })
-        #expect(lines.contains { $0.hasPrefix("\(path):14: remote[0].max_connections: \"many\" is not a whole number from 1 to 10000000") })
-        #expect(lines.contains { $0.hasPrefix("\(path):20: services[0].idle_timeout: applies to tcp services only") })
+        #expect(lines.contains { $0.hasPrefix("\(path):6: link.max_stream_window: \"1000\" is not a whole number from 262144 to 1073741824") })
+        #expect(lines.contains { $0.hasPrefix("\(path):15: remote[0].max_connections: \"many\" is not a whole number from 1 to 10000000") })
+        #expect(lines.contains { $0.hasPrefix("\(path):21: services[0].idle_timeout: applies to tcp services only") })
     }
 
     @Test("A bad acl_file stops run and check before anything listens, naming file:line")

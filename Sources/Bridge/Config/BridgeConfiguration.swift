@@ -22,7 +22,9 @@ import Yams
 ///   in `peers.yaml` beside them and added to `peers`.
 /// - `link` (mapping, optional): `listen` (host:port), `trust` (`pins`, default, or `ca`),
 ///   `ca_file` (path, with trust ca), `keepalive` (duration, default 2s), `reconnect_max`
-///   (duration, default 30s: the longest wait between two dial attempts).
+///   (duration, default 30s: the longest wait between two dial attempts), `max_streams`,
+///   `max_handshakes`, `max_handshakes_per_address`, `handshake_timeout`, `max_stream_window`
+///   (bytes, default 16 MiB: how far a stream's receive window may grow over a distant link).
 /// - `peers` (list): `name`, `fingerprint` (`SHA256:…`, required with pins), `connect` (host:port, optional).
 /// - `services` (list): what peers may reach here: `name`, `kind` (`mqtt` or `tcp`), `target`
 ///   (host:port), `peers` (list of peer names allowed; required).
@@ -139,7 +141,7 @@ public struct BridgeConfiguration: Sendable {
         path.hasPrefix("/") ? path : directory.appendingPathComponent(path).path
     }
 
-    static let linkKeys = ["listen", "trust", "ca_file", "keepalive", "reconnect_max", "max_streams", "max_handshakes", "max_handshakes_per_address", "handshake_timeout"]
+    static let linkKeys = ["listen", "trust", "ca_file", "keepalive", "reconnect_max", "max_streams", "max_handshakes", "max_handshakes_per_address", "handshake_timeout", "max_stream_window"]
     static let peerKeys = ["name", "fingerprint", "connect"]
     static let serviceKeys = ["name", "kind", "target", "peers", "idle_timeout"]
     static let remoteKeys = ["listen", "peer", "service", "max_connections"]
@@ -158,6 +160,9 @@ public struct BridgeConfiguration: Sendable {
             if let (_, n) = map["listen"] { configuration.listen = reader.hostPort(n, "link.listen") }
             if let (_, n) = map["keepalive"], let d = reader.duration(n, "link.keepalive") { configuration.keepalive = d }
             if let (_, n) = map["max_streams"], let v = reader.integer(n, "link.max_streams", range: 1...10_000_000) { configuration.maximumStreams = v }
+            if let (_, n) = map["max_stream_window"], let v = reader.integer(n, "link.max_stream_window", range: (256 << 10)...(1 << 30)) {
+                configuration.maximumStreamWindow = v
+            }
             if let (_, n) = map["handshake_timeout"], let d = reader.duration(n, "link.handshake_timeout") { configuration.handshakeTimeout = d }
             if let (_, n) = map["max_handshakes"], let v = reader.integer(n, "link.max_handshakes", range: 1...100_000) { configuration.maximumHandshakes = v }
             if let (_, n) = map["max_handshakes_per_address"], let v = reader.integer(n, "link.max_handshakes_per_address", range: 1...100_000) {

@@ -88,8 +88,11 @@ public struct LinkConfiguration: Sendable {
     /// Reconnect backoff: doubles from `initial` up to `maximum`, with full jitter.
     public var reconnectInitial: TimeAmount
     public var reconnectMaximum: TimeAmount
-    /// Per-stream flow-control window (bytes in flight each way).
+    /// Per-stream flow-control window (bytes in flight each way) that both ends start from.
     public var streamWindow: Int
+    /// How far a stream's receive window may grow over a distant link (`ReceiveWindow`); the
+    /// growth of all streams of one link together is bounded by four times this.
+    public var maximumStreamWindow: Int
     /// Streams open at once on one link (both directions): a peer's OPEN beyond this is
     /// refused, so a peer cannot make this site open connections to its services without bound.
     public var maximumStreams: Int
@@ -104,7 +107,7 @@ public struct LinkConfiguration: Sendable {
     public init(identityDirectory: String, listen: HostPort? = nil, trust: LinkTrust = .pins, peers: [PeerConfiguration] = [],
                 services: [ServiceConfiguration] = [], remotes: [RemoteListenerConfiguration] = [], keepalive: TimeAmount = .seconds(2),
                 handshakeTimeout: TimeAmount = .seconds(10), reconnectInitial: TimeAmount = .milliseconds(250), reconnectMaximum: TimeAmount = .seconds(30),
-                streamWindow: Int = 256 << 10, maximumStreams: Int = 10_000, maximumHandshakes: Int = 64, maximumHandshakesPerAddress: Int = 8) {
+                streamWindow: Int = 256 << 10, maximumStreamWindow: Int = 16 << 20, maximumStreams: Int = 10_000, maximumHandshakes: Int = 64, maximumHandshakesPerAddress: Int = 8) {
         self.identityDirectory = identityDirectory
         self.listen = listen
         self.trust = trust
@@ -116,6 +119,7 @@ public struct LinkConfiguration: Sendable {
         self.reconnectInitial = reconnectInitial
         self.reconnectMaximum = reconnectMaximum
         self.streamWindow = streamWindow
+        self.maximumStreamWindow = maximumStreamWindow
         self.maximumStreams = maximumStreams
         self.maximumHandshakes = maximumHandshakes
         self.maximumHandshakesPerAddress = maximumHandshakesPerAddress

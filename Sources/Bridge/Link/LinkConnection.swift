@@ -60,6 +60,11 @@ final class LinkConnection {
     /// it is up or closed (`LinkRegistry.beginHandshake`).
     var handshakeSlot: String?
     private var needsFlush = false
+    /// The link's round-trip time, smoothed, from PINGs that carry their send time (nil until
+    /// the first PONG): what tells a stream that its window, not its consumer, holds it back.
+    private(set) var roundTripTime: TimeAmount?
+    /// Bytes by which this link's streams' receive windows grew beyond the initial one.
+    private var windowGrowth = 0
     /// OPENs refused at `max_streams`, for the log.
     private let streamLimitRefusals = RefusalReport()
     /// Between the first frame of a read from the link and the end of that read: endpoints
@@ -215,9 +220,10 @@ final class LinkConnection {
                 link.close()
                 return
             }
-            link.write(LinkFrame(.ping))
-            link.flush()
+            link.ping()
         }
+        // A first round-trip sample now, not one keepalive interval later.
+        ping()
         onUp?()
         // The dialling side opens the relay stream; both sides then send on it.
         if case .dialer = role, let relay = node.relay.value { relay.linkUp(self, peer: peer.name) }
@@ -231,7 +237,15 @@ final class LinkConnection {
             write(LinkFrame(.pong, payload: frame.payload))
             needsFlush = true
         case .pong:
-            break
+            var payload = frame.payload
+            // Our PINGs carry their send time; a PONG without one (or a stale, odd value) is no sample.
+            if let sent = payload.readInteger(as: UInt64.self), payload.readableBytes == 0 {
+                let sample = Int64(NIODeadline.now().uptimeNanoseconds) - Int64(truncatingIfNeeded: sent)
+                if sample > 0 && sample < 60_000_000_000 {
+                    let previous = roundTripTime?.nanoseconds ?? sample
+                    roundTripTime = .nanoseconds((previous * 7 + sample) / 8)
+                }
+            }
         case .goAway:
             logger.notice("peer closed the link: \(String(buffer: frame.payload))", metadata: ["event": "link_goaway"])
             close()
@@ -536,6 +550,24 @@ final class LinkConnection {
 
     func streamFinished(_ stream: LinkStream) {
         streams[stream.id] = nil
+        windowGrowth -= stream.receive.growth
+    }
+
+    /// Lends a stream `bytes` of receive window beyond the initial one, if the link's budget
+    /// (four times `max_stream_window`) has them: many distant streams together cannot make
+    /// this site buffer without bound.
+    func lendWindowGrowth(_ bytes: Int) -> Bool {
+        guard windowGrowth + bytes <= node.configuration.maximumStreamWindow * 4 else { return false }
+        windowGrowth += bytes
+        return true
+    }
+
+    /// A PING carrying its send time: the PONG that echoes it is a round-trip sample.
+    private func ping() {
+        var payload = ByteBuffer()
+        payload.writeInteger(NIODeadline.now().uptimeNanoseconds)
+        write(LinkFrame(.ping, payload: payload))
+        flush()
     }
 
     /// Graceful stop: tell the peer, then close.

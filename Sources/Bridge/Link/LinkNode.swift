@@ -21,6 +21,8 @@ public final class LinkMetrics: Sendable {
     /// FIN), not by FIN both ways: sent by this site, and received from the peer.
     public let streamResetsSent: Counter
     public let streamResetsReceived: Counter
+    /// Times a stream's receive window doubled (a distant peer; see `ReceiveWindow`).
+    public let streamWindowGrowths: Counter
     public let bytesToPeer: Counter
     public let bytesFromPeer: Counter
 
@@ -38,6 +40,7 @@ public final class LinkMetrics: Sendable {
         remoteConnectionsRefused = Counter(label: "mqbridge_remote_connections_refused_total", factory: factory)
         streamResetsSent = Counter(label: "mqbridge_link_stream_resets_total", dimensions: [("direction", "sent")], factory: factory)
         streamResetsReceived = Counter(label: "mqbridge_link_stream_resets_total", dimensions: [("direction", "received")], factory: factory)
+        streamWindowGrowths = Counter(label: "mqbridge_link_stream_window_growths_total", factory: factory)
         bytesToPeer = Counter(label: "mqbridge_link_bytes_total", dimensions: [("direction", "to_peer")], factory: factory)
         bytesFromPeer = Counter(label: "mqbridge_link_bytes_total", dimensions: [("direction", "from_peer")], factory: factory)
     }
