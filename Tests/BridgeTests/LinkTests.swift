@@ -105,15 +105,20 @@ struct TwoSites {
     /// A reaches B through a delay line (a distant site).
     mutating func start(services: [ServiceConfiguration], remotes: [RemoteListenerConfiguration], aPins bPin: SPKIFingerprint? = nil,
                         oneWayDelay: TimeAmount? = nil, maximumStreamWindow: Int = 16 << 20) async throws {
-        let logger = Logger(label: "test")
-        let proxyMetrics = BridgeMetrics(factory: NOOPMetricsHandler.instance)
-        let box = bound
         var linkPort = try await startB(services: services, maximumStreamWindow: maximumStreamWindow)
         if let oneWayDelay {
             let line = try DelayLine(to: ("127.0.0.1", linkPort), oneWay: oneWayDelay, on: group)
             delayLines.append(line)
             linkPort = line.port
         }
+        try startA(linkPort: linkPort, remotes: remotes, bPin: bPin, maximumStreamWindow: maximumStreamWindow)
+    }
+
+    /// Starts A alone, dialling site-b at `linkPort`, with its remote listeners.
+    mutating func startA(linkPort: Int, remotes: [RemoteListenerConfiguration], bPin: SPKIFingerprint? = nil, maximumStreamWindow: Int = 16 << 20) throws {
+        let logger = Logger(label: "test")
+        let proxyMetrics = BridgeMetrics(factory: NOOPMetricsHandler.instance)
+        let box = bound
         let aConfig = LinkConfiguration(identityDirectory: "", peers: [PeerConfiguration(name: "site-b", fingerprint: bPin ?? b.fingerprint,
                                                                                             connect: HostPort(host: "127.0.0.1", port: linkPort))],
                                         remotes: remotes, keepalive: .milliseconds(300), reconnectInitial: .milliseconds(50),
@@ -192,6 +197,57 @@ struct LinkTests {
         let grownAtA = try sites.recordedA.expectCounter("mqbridge_link_stream_window_growths_total").totalValue
         #expect((1...2).contains(grownAtB), "B's window doubled \(grownAtB) times")
         #expect((1...2).contains(grownAtA), "A's window doubled \(grownAtA) times")
+        try? await echo.close()
+        await sites.stop()
+    }
+
+    @Test("A new connection's first bytes go right behind the OPEN, before the peer accepts it; refused, the client gets a reset")
+    func firstBytesBehindOpen() async throws {
+        var sites = try TwoSites()
+        let (peer, linkPort) = try await RawLinkPeer.listen(tls: try LinkTLS(identity: sites.b, trust: .pins), allowing: sites.a.fingerprint, group: sites.group)
+        defer { peer.stop() }
+        try sites.startA(linkPort: linkPort, remotes: [RemoteListenerConfiguration(listen: HostPort(host: "127.0.0.1", port: 0), peer: "site-b", service: "web")])
+        try await peer.expect("A's HELLO") { $0.kind == .hello }
+        peer.send(LinkHello(name: "site-b", fingerprint: sites.b.fingerprint).frame)
+        // A connection made before A has read that HELLO would be closed (no link yet).
+        let deadline = Date().addingTimeInterval(30)
+        while (try? sites.recordedA.expectCounter("mqbridge_link_established_total").totalValue) ?? 0 < 1 && Date() < deadline {
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        let client = try TCPTestClient(port: try await sites.port("remote-web"), timeout: 30)
+        defer { client.close() }
+        try client.send(Array("GET / HTTP/1.1\r\n\r\n".utf8))
+        try await peer.expect("OPEN of stream 1") { $0.kind == .open && $0.stream == 1 }
+        try await peer.expect("the client's bytes, with no OPEN_OK sent") { $0.kind == .data && $0.stream == 1 && String(buffer: $0.payload) == "GET / HTTP/1.1\r\n\r\n" }
+        peer.send(.openRefused(stream: 1, .notOffered, "no such service"))
+        let answer = client.receive()
+        #expect(answer.received.isEmpty)
+        #expect(answer.ending == .reset)
+        await sites.stop()
+    }
+
+    @Test("Bytes right behind an OPEN wait for the service connection and all arrive, FIN included")
+    func bytesBehindOpenAtTheService() async throws {
+        var sites = try TwoSites()
+        let (echo, echoPort) = try await echoServer(sites.group)
+        let linkPort = try await sites.startB(services: [ServiceConfiguration(name: "echo", kind: .tcp, target: HostPort(host: "127.0.0.1", port: echoPort), peers: ["site-a"])])
+        let peer = try await RawLinkPeer.connect(port: linkPort, tls: try LinkTLS(identity: sites.a, trust: .pins), expecting: sites.b.fingerprint, group: sites.group)
+        try await peer.expect("B's HELLO") { $0.kind == .hello }
+        peer.send(LinkHello(name: "site-a", fingerprint: sites.a.fingerprint).frame)
+        // One write: B reads the OPEN and the DATA together, before its connection to the echo server is made.
+        peer.send([LinkFrame(.open, stream: 3, payload: RawLinkPeer.openPayload(service: "echo")),
+                   LinkFrame(.data, stream: 3, payload: ByteBuffer(string: "first ")),
+                   LinkFrame(.data, flags: LinkFrame.finFlag, stream: 3, payload: ByteBuffer(string: "and last"))])
+        try await peer.expect("OPEN_OK of stream 3") { $0.kind == .openOK && $0.stream == 3 }
+        let echoed = NIOLockedValueBox("")
+        try await peer.expect("the whole echo, then FIN") { frame in
+            guard frame.kind == .data, frame.stream == 3 else { return false }
+            return echoed.withLockedValue { text in
+                text += String(buffer: frame.payload)
+                return frame.isFIN
+            }
+        }
+        #expect(echoed.withLockedValue { $0 } == "first and last")
         try? await echo.close()
         await sites.stop()
     }
@@ -326,6 +382,7 @@ final class RawLinkPeer: ChannelInboundHandler, @unchecked Sendable {
     private let received = NIOLockedValueBox<[LinkFrame]>([])
     private let isClosed = NIOLockedValueBox(false)
     private var channel: (any Channel)?
+    private var server: (any Channel)?
 
     static func connect(port: Int, tls: LinkTLS, expecting fingerprint: SPKIFingerprint, group: any EventLoopGroup) async throws -> RawLinkPeer {
         let peer = RawLinkPeer()
@@ -338,6 +395,22 @@ final class RawLinkPeer: ChannelInboundHandler, @unchecked Sendable {
         }.connect(host: "127.0.0.1", port: port).get()
         peer.channel = channel
         return peer
+    }
+
+    /// Listens as site B would: the first connection (site A dialling) gets this peer.
+    static func listen(tls: LinkTLS, allowing fingerprint: SPKIFingerprint, group: any EventLoopGroup) async throws -> (RawLinkPeer, port: Int) {
+        let peer = RawLinkPeer()
+        let server = try await ServerBootstrap(group: group).childChannelInitializer { channel in
+            channel.eventLoop.makeCompletedFuture {
+                guard peer.channel == nil else { throw ChannelError.ioOnClosedChannel }
+                peer.channel = channel
+                try channel.pipeline.syncOperations.addHandler(tls.makeServerHandler(allowing: [fingerprint]))
+                try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(LinkFrameDecoder()))
+                try channel.pipeline.syncOperations.addHandler(peer)
+            }
+        }.bind(host: "127.0.0.1", port: 0).get()
+        peer.server = server
+        return (peer, server.localAddress!.port!)
     }
 
     static func openPayload(service: String) -> ByteBuffer {
@@ -377,6 +450,11 @@ final class RawLinkPeer: ChannelInboundHandler, @unchecked Sendable {
         // This task may resume only after the deadline: one last look.
         if take() { return }
         throw TestFailure("no \(what); received \(received.withLockedValue { $0.map { "\($0.kind) on \($0.stream): \(String(buffer: $0.payload))" } })")
+    }
+
+    func stop() {
+        channel?.close(promise: nil)
+        server?.close(promise: nil)
     }
 
     func waitClosed(timeout: Double = 10) async throws {

@@ -62,7 +62,17 @@ final class LinkStream {
     let id: UInt32
     unowned let link: LinkConnection
     let window: Int
-    var endpoint: (any LinkStreamEndpoint)?
+    var endpoint: (any LinkStreamEndpoint)? {
+        didSet {
+            guard let endpoint, !heldForEndpoint.isEmpty else { return }
+            let held = heldForEndpoint
+            heldForEndpoint.removeAll()
+            for (bytes, fin) in held { endpoint.deliver(bytes, fin: fin) }
+        }
+    }
+    /// Peer bytes that came before the local end was set up (the opener sends right behind
+    /// its OPEN; a service connection's handler is added as that connection is made).
+    private var heldForEndpoint: [(ByteBuffer, Bool)] = []
     private(set) var isOpen: Bool
     /// The peer said (OPEN_OK) that this stream reaches an MQTT broker through its proxy.
     private(set) var reachesMQTTBroker = false
@@ -81,8 +91,11 @@ final class LinkStream {
         self.isOpen = opened
     }
 
-    /// Whether the local source may be read now.
-    var mayRead: Bool { isOpen && !finished && sendWindow > 0 && link.isWritable && !sentFIN }
+    /// Whether the local source may be read now. Also before the peer accepted the stream: its
+    /// first bytes go right behind the OPEN (the peer holds them until its connection to the
+    /// service is up, and drops them if it refuses), so a new connection through the link
+    /// costs one round trip, not two (stunnel pays a TLS handshake on top).
+    var mayRead: Bool { !finished && sendWindow > 0 && link.isWritable && !sentFIN }
 
     func frame(_ frame: LinkFrame) {
         switch frame.kind {
@@ -109,7 +122,11 @@ final class LinkStream {
                 return
             }
             if frame.isFIN { receivedFIN = true }
-            endpoint?.deliver(frame.payload, fin: frame.isFIN)
+            if let endpoint {
+                endpoint.deliver(frame.payload, fin: frame.isFIN)
+            } else {
+                heldForEndpoint.append((frame.payload, frame.isFIN))
+            }
             finishIfDone()
         case .window:
             var payload = frame.payload
@@ -223,10 +240,6 @@ final class TCPStreamEndpoint: ChannelDuplexHandler, LinkStreamEndpoint, LinkRea
     private var context: ChannelHandlerContext?
     private var readPending = false
     private var lastWrite: EventLoopFuture<Void>?
-    /// Local bytes (and EOF) read before the peer accepted the stream. Reads are held until
-    /// then, but an EOF notification makes NIO drain the socket anyway, so some may arrive.
-    private var heldForPeer: [ByteBuffer] = []
-    private var heldFIN = false
     /// Peer bytes that arrived before our socket finished connecting.
     private var heldForSocket: [(ByteBuffer, Bool)] = []
     private var socketActive = false
@@ -269,7 +282,7 @@ final class TCPStreamEndpoint: ChannelDuplexHandler, LinkStreamEndpoint, LinkRea
         guard let stream else { return }
         let bytes = unwrapInboundIn(data)
         packets?.scan(bytes) { burst.packet($0) }
-        if stream.isOpen { stream.send(bytes) } else { heldForPeer.append(bytes) }
+        stream.send(bytes)
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
@@ -292,10 +305,7 @@ final class TCPStreamEndpoint: ChannelDuplexHandler, LinkStreamEndpoint, LinkRea
             return
         }
         if case ChannelEvent.inputClosed = event as? ChannelEvent ?? .outputClosed {
-            guard let stream, stream.isOpen else {
-                heldFIN = true
-                return
-            }
+            guard let stream else { return }
             stream.sendFIN()
             if stream.receivedFIN { context.close(promise: nil) }
             return
@@ -327,15 +337,6 @@ final class TCPStreamEndpoint: ChannelDuplexHandler, LinkStreamEndpoint, LinkRea
     func opened() {
         // A TCP service: its bytes are not MQTT, stop following them.
         if stream?.reachesMQTTBroker != true { packets = nil }
-        if let stream {
-            for bytes in heldForPeer { stream.send(bytes) }
-            heldForPeer.removeAll()
-            if heldFIN {
-                stream.sendFIN()
-                if stream.receivedFIN { context?.close(promise: nil) }
-            }
-            stream.link.flushIfNeeded()
-        }
         resumeReading()
     }
 
@@ -366,7 +367,7 @@ final class TCPStreamEndpoint: ChannelDuplexHandler, LinkStreamEndpoint, LinkRea
     }
 
     func resumeReading() {
-        guard readPending, let context, let stream, stream.mayRead, !heldFIN else { return }
+        guard readPending, let context, let stream, stream.mayRead else { return }
         readPending = false
         context.read()
     }
