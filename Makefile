@@ -21,12 +21,14 @@ test: deps
 demo: build
 	@scripts/demo.sh
 
-# Benchmarks (not tests): release build, prints tables. `make bench BENCH=codec|acl|proxy|link|relay`.
+# Benchmarks (not tests): release build, prints tables. `make bench BENCH=codec|acl|proxy|link|relay`,
+# options after BENCH_ARGS (e.g. BENCH_ARGS="--rtt 20": link and relay with the sites 20 ms apart).
 BENCH ?= codec
+BENCH_ARGS ?=
 bench: deps
 	$(SWIFT) build -c release --scratch-path $(RELEASE_PATH) --product mqbridge-bench
 	$(SWIFT) build -c release --scratch-path $(RELEASE_PATH) --product mqbridge
-	$(RELEASE_PATH)/release/mqbridge-bench $(BENCH)
+	$(RELEASE_PATH)/release/mqbridge-bench $(BENCH) $(BENCH_ARGS)
 
 # libFuzzer on the decoder. `make fuzz RUNS=1000000`.
 RUNS ?= 1000000
