@@ -90,6 +90,31 @@ struct ConfigCommandTests {
         #expect(lines.contains { $0.hasPrefix("\(path):21: services[0].idle_timeout: applies to tcp services only") })
     }
 
+    @Test("check prints the link's limits as configured, link.max_stream_window among them")
+    func linkSummary() throws {
+        let dir = try directory(["good.yaml": """
+        identity: identity
+        link:
+          listen: 127.0.0.1:0
+          max_streams: 50
+          max_stream_window: 1048576
+        peers:
+          - name: site-b
+            fingerprint: SHA256:Xm/LGv/hD5XQ/xz8UBqm7DZ/H+o9TAF02MZZtwAfbk8
+        services:
+          - name: web
+            kind: tcp
+            target: 127.0.0.1:8080
+            peers: [site-b]
+
+        """])
+        _ = try TestEnvironment.createIdentity(in: dir.appendingPathComponent("identity").path, name: "site-a")
+        let r = try mqbridge(["check", "--config", dir.appendingPathComponent("good.yaml").path])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout.contains("max streams 50 per link"), "\(r.stdout)")
+        #expect(r.stdout.contains("stream window 256 KiB growing to 1024 KiB over a distant link"), "\(r.stdout)")
+    }
+
     @Test("A bad acl_file stops run and check before anything listens, naming file:line")
     func badACL() throws {
         let dir = try directory(["acl.conf": "user a\ntopic reed x\n", "c.yaml": "acl: acl.conf\nproxies:\n  - listen: 127.0.0.1:0\n    broker: 127.0.0.1:1\n"])

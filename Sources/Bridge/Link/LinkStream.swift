@@ -180,7 +180,7 @@ final class LinkStream {
     /// The local end consumed `count` delivered bytes: credit the peer (in batches).
     func consumed(_ count: Int) {
         guard !finished else { return }
-        let roundTrip = endpoint?.receiveWindowMayGrow ?? false ? link.roundTripTime : nil
+        let roundTrip = (endpoint?.receiveWindowMayGrow ?? false) ? link.roundTripTime : nil
         if let credit = receive.consumed(count, now: .now(), roundTrip: roundTrip, mayGrow: link.lendWindowGrowth) {
             if credit.grew > 0 { link.node.metrics.streamWindowGrowths.increment() }
             var payload = ByteBuffer()
