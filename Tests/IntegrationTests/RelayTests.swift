@@ -213,6 +213,30 @@ struct RelayTests {
         #expect(run.received.count == total, "\(run.received.count - total) duplicates")
     }
 
+    @Test("QoS 0 arriving faster than the relay stream's window lets it out waits for the window, not dropped: 40,000 in a burst arrive whole and in order")
+    func qos0Burst() async throws {
+        let lab = try RelayLab()
+        defer { lab.stop() }
+        try lab.start(aclA: "", aclB: "peer site-a\ntopic write burst/#\n",
+                      relayA: "  rules:\n    - {peer: site-b, filter: burst/#, direction: out, qos: 0}",
+                      relayB: "  rules:\n    - {peer: site-a, filter: burst/#, direction: in, qos: 0}")
+        let sub = try lab.subscribe(lab.brokerB, "burst/#", name: "received", format: "%p")
+        defer { sub.stop() }
+        let total = 40_000
+        // 64-byte payloads: 2.6 MB, ten times the window a stream starts with.
+        let published = try await TestEnvironment.offPool {
+            try TestEnvironment.python("bulk_publish.py", ["\(lab.brokerA.port)", "burst/x", "\(total)", "5000", "0", "64"], timeout: 120)
+        }
+        #expect(published.stdout.contains("done \(total)"), "\(published.stderr)")
+        _ = TestEnvironment.waitUntil(timeout: 60) { lines(sub).count >= total }
+        let received = lines(sub).map(String.init)
+        let dropped = (try? lab.a.metric("mqbridge_relay_dropped_total{reason=\"qos0_no_link\"}")) ?? nil
+        #expect(received.count == total, "\(received.count) of \(total) arrived; site A counted \(dropped.map { "\(Int($0))" } ?? "?") dropped")
+        let expected = (1...total).map { String(format: "m%06d", $0) + String(repeating: ".", count: 57) }
+        let firstOutOfPlace = zip(received, expected).enumerated().first { $0.element.0 != $0.element.1 }?.offset
+        #expect(firstOutOfPlace == nil, "message \(firstOutOfPlace.map { "\($0 + 1)" } ?? "") out of place")
+    }
+
     @Test("`both` rules on the same topics at both sites (one relay speaking 5, the other 3.1.1): no loop, no duplicate")
     func bothWithoutLoops() throws {
         let lab = try RelayLab()
