@@ -165,7 +165,7 @@ struct LinkBenchmark: ParsableCommand {
             for _ in 0..<rounds {
                 for (name, port, pids) in paths {
                     let before = pids.map(ProcessStats.cpuSeconds).reduce(0, +)
-                    let t = try Load.throughput(host: "127.0.0.1", port: port, qos: qos, publishers: 4, seconds: seconds, window: 2000 + Int(rtt * 200))
+                    let t = try Load.throughput(host: "127.0.0.1", port: port, qos: qos, publishers: 4, seconds: seconds, window: Load.window(roundTripMilliseconds: rtt))
                     let after = pids.map(ProcessStats.cpuSeconds).reduce(0, +)
                     rates[name, default: []].append(t.messagesPerSecond)
                     cpu[name, default: []].append((after - before) / Double(max(t.messages, 1)) * 1e6)

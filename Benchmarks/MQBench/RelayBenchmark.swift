@@ -116,7 +116,7 @@ struct RelayBenchmark: ParsableCommand {
                 for (name, publishPort, subscribePort, pids) in paths {
                     let before = pids.map(ProcessStats.cpuSeconds)
                     let t = try Load.throughput(host: "127.0.0.1", port: publishPort, subscribePort: subscribePort, qos: qos, publishers: 4, seconds: seconds,
-                                                 window: 2000 + Int(rtt * 200))
+                                                 window: Load.window(roundTripMilliseconds: rtt))
                     let perMessage = zip(pids.map(ProcessStats.cpuSeconds), before).map { ($0 - $1) / Double(max(t.messages, 1)) * 1e6 }
                     rates[name, default: []].append(t.messagesPerSecond)
                     cpu[name, default: []].append(perMessage.reduce(0, +))

@@ -207,8 +207,7 @@ struct LinkTests {
         let (peer, linkPort) = try await RawLinkPeer.listen(tls: try LinkTLS(identity: sites.b, trust: .pins), allowing: sites.a.fingerprint, group: sites.group)
         defer { peer.stop() }
         try sites.startA(linkPort: linkPort, remotes: [RemoteListenerConfiguration(listen: HostPort(host: "127.0.0.1", port: 0), peer: "site-b", service: "web")])
-        try await peer.expect("A's HELLO") { $0.kind == .hello }
-        peer.send(LinkHello(name: "site-b", fingerprint: sites.b.fingerprint).frame)
+        try await peer.exchangeHello(as: "site-b", sites.b)
         // A connection made before A has read that HELLO would be closed (no link yet).
         let deadline = Date().addingTimeInterval(30)
         while (try? sites.recordedA.expectCounter("mqbridge_link_established_total").totalValue) ?? 0 < 1 && Date() < deadline {
@@ -232,8 +231,7 @@ struct LinkTests {
         let (echo, echoPort) = try await echoServer(sites.group)
         let linkPort = try await sites.startB(services: [ServiceConfiguration(name: "echo", kind: .tcp, target: HostPort(host: "127.0.0.1", port: echoPort), peers: ["site-a"])])
         let peer = try await RawLinkPeer.connect(port: linkPort, tls: try LinkTLS(identity: sites.a, trust: .pins), expecting: sites.b.fingerprint, group: sites.group)
-        try await peer.expect("B's HELLO") { $0.kind == .hello }
-        peer.send(LinkHello(name: "site-a", fingerprint: sites.a.fingerprint).frame)
+        try await peer.exchangeHello(as: "site-a", sites.a)
         // One write: B reads the OPEN and the DATA together, before its connection to the echo server is made.
         peer.send([LinkFrame(.open, stream: 3, payload: RawLinkPeer.openPayload(service: "echo")),
                    LinkFrame(.data, stream: 3, payload: ByteBuffer(string: "first ")),
@@ -275,8 +273,7 @@ struct LinkTests {
         let linkPort = try await sites.startB(services: [ServiceConfiguration(name: "echo", kind: .tcp, target: HostPort(host: "127.0.0.1", port: echoPort), peers: ["site-a"])])
         let tls = try LinkTLS(identity: sites.a, trust: .pins)
         let peer = try await RawLinkPeer.connect(port: linkPort, tls: tls, expecting: sites.b.fingerprint, group: sites.group)
-        try await peer.expect("B's HELLO") { $0.kind == .hello }
-        peer.send(LinkHello(name: "site-a", fingerprint: sites.a.fingerprint).frame)
+        try await peer.exchangeHello(as: "site-a", sites.a)
 
         // DATA on a stream never opened: RESET for that stream only.
         peer.send(LinkFrame(.data, stream: 7, payload: ByteBuffer(string: "zz")))
@@ -315,8 +312,7 @@ struct LinkTests {
         // Undecodable frames end the link the same way: an unknown type, a length over the limit.
         for (type, length) in [(UInt8(0x7F), UInt32(0)), (LinkFrame.Kind.data.rawValue, UInt32(LinkFrame.maximumPayload + 1))] {
             let broken = try await RawLinkPeer.connect(port: linkPort, tls: tls, expecting: sites.b.fingerprint, group: sites.group)
-            try await broken.expect("B's HELLO") { $0.kind == .hello }
-            broken.send(LinkHello(name: "site-a", fingerprint: sites.a.fingerprint).frame)
+            try await broken.exchangeHello(as: "site-a", sites.a)
             var raw = ByteBuffer()
             raw.writeInteger(type)
             raw.writeInteger(UInt8(0))
@@ -337,8 +333,7 @@ struct LinkTests {
         let linkPort = try await sites.startB(services: [ServiceConfiguration(name: "echo", kind: .tcp, target: HostPort(host: "127.0.0.1", port: echoPort), peers: ["site-a"])],
                                               maximumStreams: 2)
         let peer = try await RawLinkPeer.connect(port: linkPort, tls: try LinkTLS(identity: sites.a, trust: .pins), expecting: sites.b.fingerprint, group: sites.group)
-        try await peer.expect("B's HELLO") { $0.kind == .hello }
-        peer.send(LinkHello(name: "site-a", fingerprint: sites.a.fingerprint).frame)
+        try await peer.exchangeHello(as: "site-a", sites.a)
         for stream: UInt32 in [1, 3] {
             peer.send(LinkFrame(.open, stream: stream, payload: RawLinkPeer.openPayload(service: "echo")))
             try await peer.expect("OPEN_OK of stream \(stream)") { $0.kind == .openOK && $0.stream == stream }
@@ -411,6 +406,12 @@ final class RawLinkPeer: ChannelInboundHandler, @unchecked Sendable {
         }.bind(host: "127.0.0.1", port: 0).get()
         peer.server = server
         return (peer, server.localAddress!.port!)
+    }
+
+    /// The link's greeting: waits for the other site's HELLO, then answers with ours.
+    func exchangeHello(as name: String, _ identity: SiteIdentity) async throws {
+        try await expect("the other site's HELLO") { $0.kind == .hello }
+        send(LinkHello(name: name, fingerprint: identity.fingerprint).frame)
     }
 
     static func openPayload(service: String) -> ByteBuffer {

@@ -30,8 +30,8 @@ public final class DelayLine {
                     .flatMapThrowing { outbound in
                         let forward = Direction(delay: oneWay, maximumInFlight: maximumInFlight)
                         let backward = Direction(delay: oneWay, maximumInFlight: maximumInFlight)
-                        try inbound.pipeline.syncOperations.addHandler(DelayHandler(sending: forward, receiving: backward))
-                        try outbound.pipeline.syncOperations.addHandler(DelayHandler(sending: backward, receiving: forward))
+                        try inbound.pipeline.syncOperations.addHandler(DelayHandler(sending: forward))
+                        try outbound.pipeline.syncOperations.addHandler(DelayHandler(sending: backward))
                         forward.destination = outbound
                         backward.destination = inbound
                     }
@@ -56,7 +56,13 @@ public final class DelayLine {
         private var waiting = CircularBuffer<(due: NIODeadline, bytes: ByteBuffer)>()
         private var waitingBytes = 0
         private var timerArmed = false
-        private var endDue: NIODeadline?
+        /// The source's end (half-close or close), passed on after the delay like its bytes.
+        private var end = End.notYet
+        private enum End {
+            case notYet
+            case due(NIODeadline)
+            case passedOn
+        }
         /// More than `maximumInFlight` bytes are waiting: the source is not read until half went out.
         private(set) var sourcePaused = false
 
@@ -75,13 +81,19 @@ public final class DelayLine {
 
         /// The source half-closed (or closed): so does the destination, after the delay.
         func ended(on loop: any EventLoop) {
-            guard endDue == nil else { return }
-            endDue = .now() + delay
+            guard case .notYet = end else { return }
+            end = .due(.now() + delay)
             arm(on: loop)
         }
 
+        private var nextDue: NIODeadline? {
+            if let first = waiting.first { return first.due }
+            if case .due(let due) = end { return due }
+            return nil
+        }
+
         private func arm(on loop: any EventLoop) {
-            guard !timerArmed, let due = waiting.first?.due ?? endDue else { return }
+            guard !timerArmed, let due = nextDue else { return }
             timerArmed = true
             loop.assumeIsolated().scheduleTask(deadline: due) { self.release(on: loop) }
         }
@@ -98,11 +110,11 @@ public final class DelayLine {
                 wrote = true
             }
             if wrote { destination.flush() }
-            if waiting.isEmpty, let endDue, endDue <= now {
+            if waiting.isEmpty, case .due(let due) = end, due <= now {
                 // Half-close when the source only stopped sending; the destination's own
                 // close (if the source went away entirely) follows from its handler.
                 destination.close(mode: .output, promise: nil)
-                self.endDue = .distantFuture
+                end = .passedOn
             }
             if sourcePaused && waitingBytes <= maximumInFlight / 2 {
                 sourcePaused = false
@@ -114,13 +126,10 @@ public final class DelayLine {
 
     final class DelayHandler: ChannelInboundHandler {
         typealias InboundIn = ByteBuffer
+        /// The direction this handler's channel is the source of.
         let sending: Direction
-        let receiving: Direction
 
-        init(sending: Direction, receiving: Direction) {
-            self.sending = sending
-            self.receiving = receiving
-        }
+        init(sending: Direction) { self.sending = sending }
 
         func handlerAdded(context: ChannelHandlerContext) {
             sending.source = context.channel

@@ -43,13 +43,16 @@ struct ReceiveWindow {
     /// What to send after the local end consumed `count` bytes: nil while less than half the
     /// window waits for credit; otherwise the WINDOW increment, and by how much the window grew.
     /// `roundTrip` is the link's (nil before it was measured: no growth); `mayGrow` reserves
-    /// growth from the link's budget.
-    mutating func consumed(_ count: Int, now: NIODeadline, roundTrip: TimeAmount?, mayGrow: (Int) -> Bool) -> (increment: Int, grew: Int)? {
+    /// growth from the link's budget. `now` and `roundTrip` are read only when a credit is due:
+    /// this runs for every packet or record an endpoint consumes.
+    mutating func consumed(_ count: Int, now currentTime: @autoclosure () -> NIODeadline, roundTrip currentRoundTrip: @autoclosure () -> TimeAmount?,
+                           mayGrow: (Int) -> Bool) -> (increment: Int, grew: Int)? {
         unconsumed -= count
         consumedSinceCredit += count
         guard consumedSinceCredit >= size / 2 else { return nil }
+        let now = currentTime()
         var grew = 0
-        if let roundTrip, size < maximum {
+        if size < maximum, let roundTrip = currentRoundTrip() {
             // quic-go's test: the fraction of the window consumed this epoch, against the time
             // it took; half a window in under two round trips means the sender was waiting.
             let fraction = Double(consumedSinceCredit) / Double(size)

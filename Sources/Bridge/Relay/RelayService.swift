@@ -467,8 +467,7 @@ final class RelayPeer {
             return
         }
         if backlog.isEmpty && stream.canSend {
-            stream.send(.message(epoch: queue?.epoch ?? 0, floor: 0, message))
-            metrics.sent.increment()
+            sendUnqueued(message, on: stream)
         } else if backlogBytes + message.encodedSize <= Self.maximumBacklogBytes {
             // Copies, not slices: a slice kept until the window opens pins the broker's read buffer.
             var message = message
@@ -487,9 +486,13 @@ final class RelayPeer {
     private func drainBacklog(_ stream: RelayStreamEndpoint) {
         while stream.canSend, let message = backlog.popFirst() {
             backlogBytes -= message.encodedSize
-            stream.send(.message(epoch: queue?.epoch ?? 0, floor: 0, message))
-            metrics.sent.increment()
+            sendUnqueued(message, on: stream)
         }
+    }
+
+    private func sendUnqueued(_ message: RelayMessage, on stream: RelayStreamEndpoint) {
+        stream.send(.message(epoch: queue?.epoch ?? 0, floor: 0, message))
+        metrics.sent.increment()
     }
 
     func schedulePump() { pumpRequest.request() }
