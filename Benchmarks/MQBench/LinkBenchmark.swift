@@ -276,15 +276,11 @@ enum HTTPLoad {
     }
 
     static func connectTo(_ port: Int) -> Int32 {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        let fd = TestEnvironment.tcpSocket()
         var one: Int32 = 1
         setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = in_port_t(UInt16(port).bigEndian)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let ok = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 } }
-        if !ok { close(fd); return -1 }
+        var address = TestEnvironment.loopbackAddress(port: port)
+        if !address.withSockaddr({ connect(fd, $0, $1) == 0 }) { close(fd); return -1 }
         return fd
     }
 }

@@ -25,10 +25,10 @@ public enum TestEnvironment {
 
     /// A TCP socket closed on exec: no child process spawned meanwhile (by this or a parallel
     /// test) may keep a connection open after the test closed it (see ChildProcess).
-    static func tcpSocket() -> Int32 { socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0) }
+    public static func tcpSocket() -> Int32 { socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0) }
 
     /// `host:port` as a socket address; `host` is a 127.0.0.0/8 address.
-    static func loopbackAddress(_ host: String = "127.0.0.1", port: Int) -> sockaddr_in {
+    public static func loopbackAddress(_ host: String = "127.0.0.1", port: Int) -> sockaddr_in {
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
         address.sin_port = in_port_t(UInt16(port).bigEndian)
@@ -333,7 +333,7 @@ public enum MQTTTestPackets {
 
 extension sockaddr_in {
     /// Calls `body` with this address as a `sockaddr` and its length (bind, connect, getsockname).
-    mutating func withSockaddr<Result>(_ body: (UnsafeMutablePointer<sockaddr>, socklen_t) -> Result) -> Result {
+    public mutating func withSockaddr<Result>(_ body: (UnsafeMutablePointer<sockaddr>, socklen_t) -> Result) -> Result {
         withUnsafeMutablePointer(to: &self) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { body($0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
     }
 }
