@@ -3,6 +3,7 @@ import Foundation
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
+import TestSupport
 import Testing
 
 @Suite("DurableQueue")
@@ -266,5 +267,25 @@ struct DurableQueueTests {
         var slice = ByteBuffer(string: "xx123456789")
         slice.moveReaderIndex(forwardBy: 2)
         #expect(CRC32.checksum(slice) == 0xCBF4_3926)  // only the readable bytes count
+        // Eight bytes at a time: the same as the bit-by-bit definition, for every length
+        // around the 8-byte steps and every start (alignment) in a buffer.
+        func bitwise(_ bytes: [UInt8]) -> UInt32 {
+            var crc: UInt32 = 0xFFFF_FFFF
+            for byte in bytes {
+                crc ^= UInt32(byte)
+                for _ in 0..<8 { crc = crc & 1 != 0 ? 0xEDB8_8320 ^ (crc >> 1) : crc >> 1 }
+            }
+            return crc ^ 0xFFFF_FFFF
+        }
+        var generator = SeededGenerator(seed: 7)
+        let bytes = (0..<300).map { _ in UInt8.random(in: 0...255, using: &generator) }
+        for start in 0..<9 {
+            for length in [0, 1, 7, 8, 9, 15, 16, 17, 63, 64, 65, 120, 291] {
+                var buffer = ByteBuffer(bytes: bytes)
+                buffer.moveReaderIndex(forwardBy: start)
+                buffer.moveWriterIndex(to: start + length)
+                #expect(CRC32.checksum(buffer) == bitwise(Array(bytes[start..<(start + length)])), "start \(start), length \(length)")
+            }
+        }
     }
 }

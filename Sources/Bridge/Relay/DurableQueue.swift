@@ -585,20 +585,45 @@ public final class DurableQueue: @unchecked Sendable {
     }
 }
 
-/// CRC-32 (IEEE 802.3), table-driven: torn-write detection for queue records.
+/// CRC-32 (IEEE 802.3): torn-write detection for queue records. Slicing-by-8 (eight tables,
+/// eight bytes per step): the byte-at-a-time loop was 5 % of a relay's CPU at durable QoS 1.
 enum CRC32 {
-    static let table: [UInt32] = (0..<256).map { i -> UInt32 in
-        var c = UInt32(i)
-        for _ in 0..<8 { c = c & 1 != 0 ? 0xEDB8_8320 ^ (c >> 1) : c >> 1 }
-        return c
-    }
+    /// Table k (at k * 256) gives the CRC of a byte followed by k zero bytes.
+    static let tables: [UInt32] = {
+        var tables = [UInt32](repeating: 0, count: 8 * 256)
+        for i in 0..<256 {
+            var c = UInt32(i)
+            for _ in 0..<8 { c = c & 1 != 0 ? 0xEDB8_8320 ^ (c >> 1) : c >> 1 }
+            tables[i] = c
+        }
+        for k in 1..<8 {
+            for i in 0..<256 {
+                let previous = tables[(k - 1) * 256 + i]
+                tables[k * 256 + i] = (previous >> 8) ^ tables[Int(previous & 0xFF)]
+            }
+        }
+        return tables
+    }()
 
     /// CRC-32 (IEEE) of the readable bytes.
     static func checksum(_ buffer: ByteBuffer) -> UInt32 {
         buffer.withUnsafeReadableBytes { bytes in
-            table.withUnsafeBufferPointer { table in
+            tables.withUnsafeBufferPointer { t in
                 var crc: UInt32 = 0xFFFF_FFFF
-                for byte in bytes { crc = table[Int((crc ^ UInt32(byte)) & 0xFF)] ^ (crc >> 8) }
+                var offset = 0
+                while bytes.count - offset >= 8 {
+                    let one = UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: offset, as: UInt32.self)) ^ crc
+                    let two = UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: offset + 4, as: UInt32.self))
+                    crc = t[7 * 256 + Int(one & 0xFF)] ^ t[6 * 256 + Int((one >> 8) & 0xFF)]
+                        ^ t[5 * 256 + Int((one >> 16) & 0xFF)] ^ t[4 * 256 + Int(one >> 24)]
+                        ^ t[3 * 256 + Int(two & 0xFF)] ^ t[2 * 256 + Int((two >> 8) & 0xFF)]
+                        ^ t[1 * 256 + Int((two >> 16) & 0xFF)] ^ t[Int(two >> 24)]
+                    offset += 8
+                }
+                while offset < bytes.count {
+                    crc = t[Int((crc ^ UInt32(bytes[offset])) & 0xFF)] ^ (crc >> 8)
+                    offset += 1
+                }
                 return crc ^ 0xFFFF_FFFF
             }
         }
