@@ -132,6 +132,52 @@ struct DurableQueueTests {
         #expect(try DurableQueue(configuration: .init(directory: dir)).pending(after: 0, limit: 100).count == 11)
     }
 
+    @Test("A segment is allocated ahead and cut to its records when closed or rotated; after a crash its zero tail is cut at recovery and writing goes on after the records")
+    func allocatedSegments() async throws {
+        let dir = directory()
+        let crashed = dir + "-crashed"
+        defer {
+            try? FileManager.default.removeItem(atPath: dir)
+            try? FileManager.default.removeItem(atPath: crashed)
+        }
+        func size(_ path: String) throws -> Int { try FileManager.default.attributesOfItem(atPath: path)[.size] as! Int }
+        let segmentSize = 64 << 10
+        let queue = try DurableQueue(configuration: .init(directory: dir, segmentSize: segmentSize))
+        var sequences: [UInt64] = []
+        for i in 0..<10 {
+            let (sequence, written) = queue.append(message(i), on: loop)
+            try await written.get()
+            sequences.append(sequence)
+        }
+        let segment = URL(fileURLWithPath: dir).appendingPathComponent("00000000.log").path
+        #expect(try size(segment) == segmentSize, "allocated ahead")
+        // A crash now: the directory as the disk holds it, records then zeros.
+        try FileManager.default.copyItem(atPath: dir, toPath: crashed)
+        queue.close()
+        let recordsLength = try size(segment)
+        #expect(recordsLength > 10 * 50 && recordsLength < 4096, "cut to its records at close: \(recordsLength)")
+
+        let recovered = try DurableQueue(configuration: .init(directory: crashed, segmentSize: segmentSize))
+        #expect(recovered.pending(after: 0, limit: 100).map(\.sequence) == sequences)
+        let (next, written) = recovered.append(message(10), on: loop)
+        try await written.get()
+        recovered.close()
+        let reopened = try DurableQueue(configuration: .init(directory: crashed, segmentSize: segmentSize))
+        #expect(reopened.pending(after: 0, limit: 100).map(\.sequence) == sequences + [next], "the record written after the zero tail was cut")
+        reopened.close()
+
+        // Rotation cuts the full segment to its records too.
+        let rotating = try DurableQueue(configuration: .init(directory: dir + "-rotating", segmentSize: 4096))
+        defer { try? FileManager.default.removeItem(atPath: dir + "-rotating") }
+        for i in 0..<100 { try await rotating.append(message(i, size: 100), on: loop).1.get() }
+        rotating.close()
+        let files = try FileManager.default.contentsOfDirectory(atPath: dir + "-rotating").filter { $0.hasSuffix(".log") }.sorted()
+        #expect(files.count > 2)
+        for file in files.dropLast() {
+            #expect(try size(dir + "-rotating/" + file) < 4096 + 1024, "\(file) cut at rotation")
+        }
+    }
+
     @Test("Beyond maximumBytes an append is refused (the caller then does not acknowledge to the broker)")
     func full() async throws {
         let dir = directory()
