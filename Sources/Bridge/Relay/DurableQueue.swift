@@ -562,9 +562,15 @@ public final class DurableQueue: @unchecked Sendable {
         }
         let syncStart = DispatchTime.now().uptimeNanoseconds
         if failure == nil && fdatasync(fileHandle) != 0 { failure = String(cString: strerror(errno)) }
-        // A failed batch is written over by the next one, not left torn in front of it
-        // (recovery stops at the first torn record).
-        if failure == nil { writeOffset += out.readableBytes }
+        if failure == nil {
+            writeOffset += out.readableBytes
+        } else {
+            // The next batch goes where this one began, not behind a torn record (recovery
+            // stops at the first one); what this one left is cut, so that none of its whole
+            // records, refused to their senders, can come back at recovery behind the next.
+            _ = ftruncate(fileHandle, off_t(writeOffset))
+            _ = posix_fallocate(fileHandle, 0, off_t(max(configuration.segmentSize, writeOffset)))
+        }
         let syncMilliseconds = Double(DispatchTime.now().uptimeNanoseconds - syncStart) / 1e6
         // Everything behind this batch waits for it: a slow disk is worth saying out loud.
         if syncMilliseconds > 500 { onSlowSync?(syncMilliseconds, batch.count) }
