@@ -178,6 +178,47 @@ struct DurableQueueTests {
         }
     }
 
+    @Test("A batch that cannot be written: its messages are given up (the broker sends them again), a release is held again, and none of it comes back at recovery")
+    func failedWrite() async throws {
+        let dir = directory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let queue = try DurableQueue(configuration: .init(directory: dir))
+        func qos2(_ i: Int, packetID: UInt16) -> RelayMessage {
+            var m = message(i)
+            m.qos = 2
+            m.brokerPacketID = packetID
+            return m
+        }
+        let (first, firstWritten) = queue.append(qos2(1, packetID: 7), on: loop)
+        try await firstWritten.get()
+        #expect(queue.holdsUnreleased(packetID: 7))
+
+        queue.injectWriteFault { "No space left on device" }
+        let (second, secondWritten) = queue.append(qos2(2, packetID: 9), on: loop)
+        await #expect(throws: DurableQueue.AppendError.io("No space left on device")) { try await secondWritten.get() }
+        #expect(!queue.holdsUnreleased(packetID: 9), "the redelivery of packet 9 is a new message")
+        #expect(queue.depth.messages == 1)
+        let release = try #require(queue.release(packetID: 7, on: loop))
+        await #expect(throws: DurableQueue.AppendError.self) { try await release.get() }
+        #expect(queue.holdsUnreleased(packetID: 7), "the release is not on disk: packet 7 is still held")
+
+        queue.injectWriteFault(nil)
+        let (third, thirdWritten) = queue.append(message(3), on: loop)
+        try await thirdWritten.get()
+        // The third batch took the disk past the second message's sequence: it must not
+        // go to the peer as if it were on disk.
+        #expect(third > second)
+        #expect(queue.pending(after: 0, limit: 10).map(\.sequence) == [first, third])
+        try await #require(queue.release(packetID: 7, on: loop)).get()
+        #expect(!queue.holdsUnreleased(packetID: 7))
+        queue.close()
+
+        let reopened = try DurableQueue(configuration: .init(directory: dir))
+        defer { reopened.close() }
+        #expect(reopened.pending(after: 0, limit: 10).map(\.sequence) == [first, third])
+        #expect(!reopened.holdsUnreleased(packetID: 7) && !reopened.holdsUnreleased(packetID: 9))
+    }
+
     @Test("Beyond maximumBytes an append is refused (the caller then does not acknowledge to the broker)")
     func full() async throws {
         let dir = directory()

@@ -68,6 +68,9 @@ public final class DurableQueue: @unchecked Sendable {
         var promise: EventLoopPromise<Void>?
         /// For message records: which sequence, so the writer can note its segment.
         var sequence: UInt64?
+        /// For release records: the packet id and the message it released, held again if
+        /// the record cannot be written.
+        var released: (packetID: UInt16, sequence: UInt64)?
     }
 
     private struct State {
@@ -95,6 +98,8 @@ public final class DurableQueue: @unchecked Sendable {
         var segmentsMayBeFree = true
         /// Told once per written batch how far the disk has caught up (see `onDurable`).
         var onDurable: (@Sendable (UInt64, AppendError?) -> Void)?
+        /// Tests: a failure to report instead of writing a batch (nil: write it).
+        var writeFault: (@Sendable () -> String?)?
 
         /// Adds a record to the batch; true when the writer must be woken for it: the batch
         /// was empty (the writer may be idle), or this is the batch's first urgent record
@@ -333,6 +338,12 @@ public final class DurableQueue: @unchecked Sendable {
         }
     }
 
+    /// Tests: `fault` is asked before each batch; what it returns is reported as the write's
+    /// failure instead of writing (a full or failing disk).
+    func injectWriteFault(_ fault: (@Sendable () -> String?)?) {
+        state.withLockedValue { $0.writeFault = fault }
+    }
+
     /// Tells the writer there is work: it waits for this when idle, and while it gathers a
     /// batch of QoS 1 records, for an urgent record to end the wait early.
     private func wakeWriter() {
@@ -355,12 +366,12 @@ public final class DurableQueue: @unchecked Sendable {
         let promise = eventLoop.makePromise(of: Void.self)
         // nil: nothing to release; otherwise whether the writer must be woken.
         let held = state.withLockedValue { state -> Bool? in
-            guard !state.closed, state.unreleased.removeValue(forKey: packetID) != nil else { return nil }
+            guard !state.closed, let sequence = state.unreleased.removeValue(forKey: packetID) else { return nil }
             var record = ByteBuffer()
             record.writeInteger(RecordType.released.rawValue)
             record.writeInteger(packetID)
             // Urgent: PUBCOMP, and the broker's next QoS 2 slot, wait for it.
-            return state.add(PendingWrite(bytes: record, promise: promise, sequence: nil), urgent: true)
+            return state.add(PendingWrite(bytes: record, promise: promise, sequence: nil, released: (packetID, sequence)), urgent: true)
         }
         guard let held else {
             promise.succeed()
@@ -545,8 +556,8 @@ public final class DurableQueue: @unchecked Sendable {
             out.writeInteger(CRC32.checksum(write.bytes))
             out.writeImmutableBuffer(write.bytes)
         }
-        var failure: String?
-        out.withUnsafeReadableBytes { bytes in
+        var failure = state.withLockedValue { $0.writeFault }?()
+        if failure == nil { out.withUnsafeReadableBytes { bytes in
             var offset = 0
             while offset < bytes.count {
                 let n = pwrite(fileHandle, bytes.baseAddress! + offset, bytes.count - offset, off_t(writeOffset + offset))
@@ -557,7 +568,7 @@ public final class DurableQueue: @unchecked Sendable {
                 }
                 offset += n
             }
-        }
+        } }
         let syncStart = DispatchTime.now().uptimeNanoseconds
         if failure == nil && fdatasync(fileHandle) != 0 { failure = String(cString: strerror(errno)) }
         if failure == nil {
@@ -578,7 +589,24 @@ public final class DurableQueue: @unchecked Sendable {
         let (rotateTo, onDurable, deleteSegments): (Int?, (@Sendable (UInt64, AppendError?) -> Void)?, Bool) = state.withLockedValue { state in
             if failure == nil, let lastSequence { state.durableUpTo = max(state.durableUpTo, lastSequence) }
             for write in batch {
-                guard let sequence = write.sequence, state.pending[sequence] != nil else { continue }
+                if failure != nil, let released = write.released, state.unreleased[released.packetID] == nil {
+                    // Not on disk: the packet id is held until a release of it is.
+                    state.unreleased[released.packetID] = released.sequence
+                }
+                guard let sequence = write.sequence, let message = state.pending[sequence] else { continue }
+                if failure != nil {
+                    // Not on disk, and not acknowledged to the broker, which sends it again
+                    // (the relay reconnects on the error): that will be the message. Kept, it
+                    // could go to the peer once a later batch passes its sequence (a QoS 2
+                    // duplicate), and its packet id would make the redelivery look queued
+                    // already (a loss).
+                    state.pending[sequence] = nil
+                    state.queuedBytes -= message.encodedSize
+                    if message.brokerPacketID != 0 && state.unreleased[message.brokerPacketID] == sequence {
+                        state.unreleased[message.brokerPacketID] = nil
+                    }
+                    continue
+                }
                 state.segmentOf[sequence] = state.currentSegment
                 state.pendingPerSegment[state.currentSegment, default: 0] += 1
             }

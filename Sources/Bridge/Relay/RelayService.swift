@@ -223,14 +223,27 @@ final class RelayService {
     }
 
     /// The broker released a QoS 2 packet id: record it in every queue holding it, then PUBCOMP.
+    /// If a record cannot be written, no PUBCOMP: the queue holds the id again, and the
+    /// broker, after the reconnect, sends the PUBREL again. (A PUBCOMP would let the broker
+    /// reuse the id while the disk still shows it held: after a restart its next message
+    /// with that id would be taken for the old one, and lost.)
     private func released(packetID: UInt16, complete: @escaping () -> Void) {
         let writes = peers.values.compactMap { $0.queue?.release(packetID: packetID, on: eventLoop) }
         guard !writes.isEmpty else {
             complete()
             return
         }
-        let loopBound = NIOLoopBound(complete, eventLoop: eventLoop)
-        EventLoopFuture.whenAllComplete(writes, on: eventLoop).whenComplete { _ in loopBound.value() }
+        let loopBound = NIOLoopBound((self, complete), eventLoop: eventLoop)
+        EventLoopFuture.whenAllComplete(writes, on: eventLoop).whenSuccess { results in
+            let (service, complete) = loopBound.value
+            for case .failure(let error) in results {
+                service.logger.error("relay queue could not record a QoS 2 release: \(error); reconnecting to the broker so it releases again",
+                                     metadata: ["event": "relay_queue_error", "packet_id": "\(packetID)"])
+                service.broker.reconnect()
+                return
+            }
+            complete()
+        }
     }
 
     /// Notes a publication of ours that our own subscription will deliver back (3.1.1).
