@@ -88,7 +88,6 @@ public final class DurableQueue: @unchecked Sendable {
         var segmentOf: [UInt64: Int] = [:]
         var pendingPerSegment: [Int: Int] = [:]
         var currentSegment = 0
-        var currentSegmentBytes = 0
         /// Every message up to this sequence is on disk (fsync'd).
         var durableUpTo: UInt64 = 0
         /// QoS 2 deliveries from the broker not yet released: broker packet id → sequence.
@@ -148,6 +147,7 @@ public final class DurableQueue: @unchecked Sendable {
         let segments = try Self.segmentNumbers(in: configuration.directory)
         var acknowledged = Set<UInt64>()
         var messages: [(Int, RelayMessage)] = []
+        var currentSegmentLength = 0
         for segment in segments {
             let path = Self.segmentPath(configuration.directory, segment)
             guard let data = FileManager.default.contents(atPath: path) else { continue }
@@ -186,7 +186,7 @@ public final class DurableQueue: @unchecked Sendable {
                 truncate(path, off_t(validEnd))
             }
             recovered.currentSegment = segment
-            recovered.currentSegmentBytes = validEnd
+            currentSegmentLength = validEnd
         }
         for (segment, message) in messages where !acknowledged.contains(message.sequence) && recovered.pending[message.sequence] == nil {
             recovered.pending[message.sequence] = message
@@ -206,12 +206,9 @@ public final class DurableQueue: @unchecked Sendable {
             unlink(Self.segmentPath(configuration.directory, segment))
         }
         state = NIOLockedValueBox(recovered)
-        try openSegment(recovered.currentSegment, validLength: recovered.currentSegmentBytes)
+        try openSegment(recovered.currentSegment, validLength: currentSegmentLength)
         // Start every run with a floor record, so numbering never goes back.
-        var floorRecord = ByteBuffer()
-        floorRecord.writeInteger(RecordType.sequenceFloor.rawValue)
-        floorRecord.writeInteger(recovered.nextSequence)
-        state.withLockedValue { $0.batch.append(PendingWrite(bytes: floorRecord, promise: nil, sequence: nil)) }
+        state.withLockedValue { $0.batch.append(Self.floorRecord(recovered.nextSequence)) }
         let thread = Thread { [weak self] in self?.writerLoop() }
         thread.name = "mqbridge-queue"
         writer = thread
@@ -224,6 +221,14 @@ public final class DurableQueue: @unchecked Sendable {
         try FileManager.default.contentsOfDirectory(atPath: directory)
             .compactMap { $0.hasSuffix(".log") ? Int($0.dropLast(4)) : nil }
             .sorted()
+    }
+
+    /// The next sequence at the start of a segment or run (see `RecordType.sequenceFloor`).
+    private static func floorRecord(_ nextSequence: UInt64) -> PendingWrite {
+        var record = ByteBuffer()
+        record.writeInteger(RecordType.sequenceFloor.rawValue)
+        record.writeInteger(nextSequence)
+        return PendingWrite(bytes: record, promise: nil, sequence: nil)
     }
 
     private static func segmentPath(_ directory: String, _ number: Int) -> String {
@@ -578,7 +583,7 @@ public final class DurableQueue: @unchecked Sendable {
             // stops at the first one); what this one left is cut, so that none of its whole
             // records, refused to their senders, can come back at recovery behind the next.
             _ = ftruncate(fileHandle, off_t(writeOffset))
-            _ = posix_fallocate(fileHandle, 0, off_t(max(configuration.segmentSize, writeOffset)))
+            _ = posix_fallocate(fileHandle, 0, off_t(configuration.segmentSize))
         }
         let syncMilliseconds = Double(DispatchTime.now().uptimeNanoseconds - syncStart) / 1e6
         // Everything behind this batch waits for it: a slow disk is worth saying out loud.
@@ -610,16 +615,11 @@ public final class DurableQueue: @unchecked Sendable {
                 state.segmentOf[sequence] = state.currentSegment
                 state.pendingPerSegment[state.currentSegment, default: 0] += 1
             }
-            state.currentSegmentBytes += out.readableBytes
             let deleteSegments = state.segmentsMayBeFree
             state.segmentsMayBeFree = false
-            guard state.currentSegmentBytes >= configuration.segmentSize else { return (nil, state.onDurable, deleteSegments) }
+            guard writeOffset >= configuration.segmentSize else { return (nil, state.onDurable, deleteSegments) }
             state.currentSegment += 1
-            state.currentSegmentBytes = 0
-            var floorRecord = ByteBuffer()
-            floorRecord.writeInteger(RecordType.sequenceFloor.rawValue)
-            floorRecord.writeInteger(state.nextSequence)
-            state.batch.insert(PendingWrite(bytes: floorRecord, promise: nil, sequence: nil), at: 0)
+            state.batch.insert(Self.floorRecord(state.nextSequence), at: 0)
             return (state.currentSegment, state.onDurable, true)
         }
         // One hop to the event loop for the whole batch, not one per record (completing a
