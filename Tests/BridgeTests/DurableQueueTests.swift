@@ -12,8 +12,26 @@ struct DurableQueueTests {
 
     func directory() -> String { FileManager.default.temporaryDirectory.appendingPathComponent("mqbridge-queue-\(UUID().uuidString)").path }
 
-    func message(_ i: Int, size: Int = 16) -> RelayMessage {
-        RelayMessage(sequence: 0, topic: "t/\(i)", qos: 1, retain: i % 2 == 0, payload: ByteBuffer(repeating: UInt8(i & 0xFF), count: size), queuedAt: 1)
+    func message(_ i: Int, size: Int = 16, qos: UInt8 = 1, brokerPacketID: UInt16 = 0) -> RelayMessage {
+        RelayMessage(sequence: 0, topic: "t/\(i)", qos: qos, retain: i % 2 == 0, payload: ByteBuffer(repeating: UInt8(i & 0xFF), count: size), queuedAt: 1,
+                     brokerPacketID: brokerPacketID)
+    }
+
+    /// What `queue` reports through `onDurable`: the last sequence of each written batch.
+    func writtenBatches(of queue: DurableQueue) -> NIOLockedValueBox<[UInt64]> {
+        let batches = NIOLockedValueBox<[UInt64]>([])
+        queue.onDurable { upTo, _ in batches.withLockedValue { $0.append(upTo) } }
+        return batches
+    }
+
+    /// Whether the batches reach `sequence` within two minutes. A generous bound, not a
+    /// measurement: in a loaded full run a test task can wait a minute for the cooperative pool.
+    func written(_ sequence: UInt64, in batches: NIOLockedValueBox<[UInt64]>) async throws -> Bool {
+        let start = ContinuousClock.now
+        while batches.withLockedValue({ $0.last ?? 0 }) < sequence && ContinuousClock.now - start < .seconds(120) {
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        return batches.withLockedValue { $0.last ?? 0 } >= sequence
     }
 
     @Test("Appended messages survive reopening; acknowledged ones do not come back")
@@ -183,18 +201,12 @@ struct DurableQueueTests {
         let dir = directory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let queue = try DurableQueue(configuration: .init(directory: dir))
-        func qos2(_ i: Int, packetID: UInt16) -> RelayMessage {
-            var m = message(i)
-            m.qos = 2
-            m.brokerPacketID = packetID
-            return m
-        }
-        let (first, firstWritten) = queue.append(qos2(1, packetID: 7), on: loop)
+        let (first, firstWritten) = queue.append(message(1, qos: 2, brokerPacketID: 7), on: loop)
         try await firstWritten.get()
         #expect(queue.holdsUnreleased(packetID: 7))
 
         queue.injectWriteFault { "No space left on device" }
-        let (second, secondWritten) = queue.append(qos2(2, packetID: 9), on: loop)
+        let (second, secondWritten) = queue.append(message(2, qos: 2, brokerPacketID: 9), on: loop)
         await #expect(throws: DurableQueue.AppendError.io("No space left on device")) { try await secondWritten.get() }
         #expect(!queue.holdsUnreleased(packetID: 9), "the redelivery of packet 9 is a new message")
         #expect(queue.depth.messages == 1)
@@ -240,11 +252,9 @@ struct DurableQueueTests {
         defer { try? FileManager.default.removeItem(atPath: dir) }
         // The writer waits 300 ms before each batch: long enough to look before the fsync.
         let queue = try DurableQueue(configuration: .init(directory: dir, maximumBatchDelay: .milliseconds(300), qos2Gathering: .milliseconds(300)))
-        var qos2 = message(2)
-        qos2.qos = 2
         let (first, _) = queue.append(message(1), on: loop)
         #expect(queue.pending(after: 0, limit: 10).map(\.sequence) == [first])
-        let (second, _) = queue.append(qos2, on: loop)
+        let (second, _) = queue.append(message(2, qos: 2), on: loop)
         let (third, written) = queue.append(message(3), on: loop)
         // Order is kept: the QoS 1 message behind an unwritten QoS 2 one waits with it.
         #expect(queue.pending(after: 0, limit: 10).map(\.sequence) == [first])
@@ -280,29 +290,16 @@ struct DurableQueueTests {
         // run this task can wait a minute for the cooperative pool).
         let queue = try DurableQueue(configuration: .init(directory: dir, maximumBatchDelay: .seconds(3600), qos2Gathering: .milliseconds(200)))
         defer { queue.close() }
-        let batches = NIOLockedValueBox<[UInt64]>([])
-        queue.onDurable { upTo, _ in batches.withLockedValue { $0.append(upTo) } }
-        func qos2(_ i: Int) -> RelayMessage {
-            var m = message(i)
-            m.qos = 2
-            return m
-        }
-        func written(_ sequence: UInt64) async throws -> Bool {
-            let start = ContinuousClock.now
-            while batches.withLockedValue({ $0.last ?? 0 }) < sequence && ContinuousClock.now - start < .seconds(120) {
-                try await Task.sleep(for: .milliseconds(10))
-            }
-            return batches.withLockedValue { $0.last ?? 0 } >= sequence
-        }
+        let batches = writtenBatches(of: queue)
         var last: UInt64 = 0
         for i in 0..<200 {
-            if case .success(let sequence) = queue.tryAppend(qos2(i)) { last = sequence }
+            if case .success(let sequence) = queue.tryAppend(message(i, qos: 2)) { last = sequence }
         }
-        #expect(try await written(last))
+        #expect(try await written(last, in: batches))
         #expect(batches.withLockedValue { $0 } == [last], "written in one batch")
         // A lone QoS 2 record: written after the gathering, not the interval.
-        guard case .success(let lone) = queue.tryAppend(qos2(1000)) else { Issue.record("append refused"); return }
-        #expect(try await written(lone))
+        guard case .success(let lone) = queue.tryAppend(message(1000, qos: 2)) else { Issue.record("append refused"); return }
+        #expect(try await written(lone, in: batches))
 
         // Records that keep coming (one every 20 ms for a second) do not hold the batch back:
         // it is written every gathering (~5 batches). Until the gathering was bounded it ended
@@ -310,10 +307,10 @@ struct DurableQueueTests {
         let batchesBefore = batches.withLockedValue { $0.count }
         var streamed: UInt64 = 0
         for i in 0..<50 {
-            if case .success(let sequence) = queue.tryAppend(qos2(2000 + i)) { streamed = sequence }
+            if case .success(let sequence) = queue.tryAppend(message(2000 + i, qos: 2)) { streamed = sequence }
             try await Task.sleep(for: .milliseconds(20))
         }
-        #expect(try await written(streamed))
+        #expect(try await written(streamed, in: batches))
         #expect(batches.withLockedValue { $0.count } - batchesBefore >= 3, "\(batches.withLockedValue { $0 })")
     }
 
@@ -328,29 +325,20 @@ struct DurableQueueTests {
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let queue = try DurableQueue(configuration: .init(directory: dir, maximumBatchDelay: .seconds(3600), qos2Gathering: .milliseconds(50)))
         defer { queue.close() }
-        let batches = NIOLockedValueBox<[UInt64]>([])
-        queue.onDurable { upTo, _ in batches.withLockedValue { $0.append(upTo) } }
-        var qos2 = message(2)
-        qos2.qos = 2
-        func written(_ sequence: UInt64) async throws -> Bool {
-            let start = ContinuousClock.now
-            while batches.withLockedValue({ $0.last ?? 0 }) < sequence && ContinuousClock.now - start < .seconds(120) {
-                try await Task.sleep(for: .milliseconds(10))
-            }
-            return batches.withLockedValue { $0.last ?? 0 } >= sequence
-        }
+        let batches = writtenBatches(of: queue)
+        let qos2 = message(2, qos: 2)
         guard case .success(let first) = queue.tryAppend(message(1)) else { Issue.record("append refused"); return }
         try await Task.sleep(for: .milliseconds(300))  // the writer is now waiting out the interval
         #expect(batches.withLockedValue { $0 }.isEmpty)
         guard case .success(let second) = queue.tryAppend(qos2) else { Issue.record("append refused"); return }
-        #expect(try await written(second))
+        #expect(try await written(second, in: batches))
         #expect(batches.withLockedValue { $0 } == [second], "the QoS 1 record went in the same batch")
 
         // An acknowledgement (not urgent either) starts a gathering the same way.
         queue.acknowledge([first])
         try await Task.sleep(for: .milliseconds(300))
         guard case .success(let third) = queue.tryAppend(qos2) else { Issue.record("append refused"); return }
-        #expect(try await written(third))
+        #expect(try await written(third, in: batches))
         #expect(batches.withLockedValue { $0 } == [second, third])
     }
 

@@ -114,6 +114,13 @@ struct TwoSites {
         try startA(linkPort: linkPort, remotes: remotes, bPin: bPin, maximumStreamWindow: maximumStreamWindow)
     }
 
+    /// A raw link peer dialling B at `linkPort` as site-a, past the HELLOs.
+    func rawPeerA(linkPort: Int) async throws -> RawLinkPeer {
+        let peer = try await RawLinkPeer.connect(port: linkPort, tls: try LinkTLS(identity: a, trust: .pins), expecting: b.fingerprint, group: group)
+        try await peer.exchangeHello(as: "site-a", a)
+        return peer
+    }
+
     /// Starts A alone, dialling site-b at `linkPort`, with its remote listeners.
     mutating func startA(linkPort: Int, remotes: [RemoteListenerConfiguration], bPin: SPKIFingerprint? = nil, maximumStreamWindow: Int = 16 << 20) throws {
         let logger = Logger(label: "test")
@@ -147,6 +154,11 @@ struct LinkTests {
         return (channel, channel.localAddress!.port!)
     }
 
+    /// The TCP service "echo" at `port`, offered to site-a.
+    func echoService(_ port: Int) -> ServiceConfiguration {
+        ServiceConfiguration(name: "echo", kind: .tcp, target: HostPort(host: "127.0.0.1", port: port), peers: ["site-a"])
+    }
+
     func waitForLink(_ metrics: LinkMetrics, _ sites: TwoSites, port: Int) async throws {
         // The link is up when a remote listener connection gets through; poll a tiny exchange.
         // As in `TwoSites.port`: this task may resume only after the deadline, so one more
@@ -165,7 +177,7 @@ struct LinkTests {
     func passthrough() async throws {
         var sites = try TwoSites()
         let (echo, echoPort) = try await echoServer(sites.group)
-        try await sites.start(services: [ServiceConfiguration(name: "echo", kind: .tcp, target: HostPort(host: "127.0.0.1", port: echoPort), peers: ["site-a"])],
+        try await sites.start(services: [echoService(echoPort)],
                               remotes: [RemoteListenerConfiguration(listen: HostPort(host: "127.0.0.1", port: 0), peer: "site-b", service: "echo")])
         let port = try await sites.port("remote-echo")
         try await waitForLink(sites.metricsA, sites, port: port)
@@ -183,7 +195,7 @@ struct LinkTests {
     func windowGrowsOverDistance() async throws {
         var sites = try TwoSites()
         let (echo, echoPort) = try await echoServer(sites.group)
-        try await sites.start(services: [ServiceConfiguration(name: "echo", kind: .tcp, target: HostPort(host: "127.0.0.1", port: echoPort), peers: ["site-a"])],
+        try await sites.start(services: [echoService(echoPort)],
                               remotes: [RemoteListenerConfiguration(listen: HostPort(host: "127.0.0.1", port: 0), peer: "site-b", service: "echo")],
                               oneWayDelay: .milliseconds(20), maximumStreamWindow: 1 << 20)
         let port = try await sites.port("remote-echo")
@@ -229,9 +241,8 @@ struct LinkTests {
     func bytesBehindOpenAtTheService() async throws {
         var sites = try TwoSites()
         let (echo, echoPort) = try await echoServer(sites.group)
-        let linkPort = try await sites.startB(services: [ServiceConfiguration(name: "echo", kind: .tcp, target: HostPort(host: "127.0.0.1", port: echoPort), peers: ["site-a"])])
-        let peer = try await RawLinkPeer.connect(port: linkPort, tls: try LinkTLS(identity: sites.a, trust: .pins), expecting: sites.b.fingerprint, group: sites.group)
-        try await peer.exchangeHello(as: "site-a", sites.a)
+        let linkPort = try await sites.startB(services: [echoService(echoPort)])
+        let peer = try await sites.rawPeerA(linkPort: linkPort)
         // One write: B reads the OPEN and the DATA together, before its connection to the echo server is made.
         peer.send([LinkFrame(.open, stream: 3, payload: RawLinkPeer.openPayload(service: "echo")),
                    LinkFrame(.data, stream: 3, payload: ByteBuffer(string: "first ")),
@@ -254,7 +265,7 @@ struct LinkTests {
     func refusedService() async throws {
         var sites = try TwoSites()
         let (echo, echoPort) = try await echoServer(sites.group)
-        try await sites.start(services: [ServiceConfiguration(name: "echo", kind: .tcp, target: HostPort(host: "127.0.0.1", port: echoPort), peers: ["site-a"]),
+        try await sites.start(services: [echoService(echoPort),
                                          ServiceConfiguration(name: "private", kind: .tcp, target: HostPort(host: "127.0.0.1", port: echoPort), peers: ["site-c"])],
                               remotes: [RemoteListenerConfiguration(listen: HostPort(host: "127.0.0.1", port: 0), peer: "site-b", service: "echo"),
                                         RemoteListenerConfiguration(listen: HostPort(host: "127.0.0.1", port: 0), peer: "site-b", service: "private"),
@@ -270,10 +281,8 @@ struct LinkTests {
     func misbehavingPeer() async throws {
         var sites = try TwoSites()
         let (echo, echoPort) = try await echoServer(sites.group)
-        let linkPort = try await sites.startB(services: [ServiceConfiguration(name: "echo", kind: .tcp, target: HostPort(host: "127.0.0.1", port: echoPort), peers: ["site-a"])])
-        let tls = try LinkTLS(identity: sites.a, trust: .pins)
-        let peer = try await RawLinkPeer.connect(port: linkPort, tls: tls, expecting: sites.b.fingerprint, group: sites.group)
-        try await peer.exchangeHello(as: "site-a", sites.a)
+        let linkPort = try await sites.startB(services: [echoService(echoPort)])
+        let peer = try await sites.rawPeerA(linkPort: linkPort)
 
         // DATA on a stream never opened: RESET for that stream only.
         peer.send(LinkFrame(.data, stream: 7, payload: ByteBuffer(string: "zz")))
@@ -311,8 +320,7 @@ struct LinkTests {
 
         // Undecodable frames end the link the same way: an unknown type, a length over the limit.
         for (type, length) in [(UInt8(0x7F), UInt32(0)), (LinkFrame.Kind.data.rawValue, UInt32(LinkFrame.maximumPayload + 1))] {
-            let broken = try await RawLinkPeer.connect(port: linkPort, tls: tls, expecting: sites.b.fingerprint, group: sites.group)
-            try await broken.exchangeHello(as: "site-a", sites.a)
+            let broken = try await sites.rawPeerA(linkPort: linkPort)
             var raw = ByteBuffer()
             raw.writeInteger(type)
             raw.writeInteger(UInt8(0))
@@ -330,10 +338,9 @@ struct LinkTests {
     func streamLimit() async throws {
         var sites = try TwoSites()
         let (echo, echoPort) = try await echoServer(sites.group)
-        let linkPort = try await sites.startB(services: [ServiceConfiguration(name: "echo", kind: .tcp, target: HostPort(host: "127.0.0.1", port: echoPort), peers: ["site-a"])],
+        let linkPort = try await sites.startB(services: [echoService(echoPort)],
                                               maximumStreams: 2)
-        let peer = try await RawLinkPeer.connect(port: linkPort, tls: try LinkTLS(identity: sites.a, trust: .pins), expecting: sites.b.fingerprint, group: sites.group)
-        try await peer.exchangeHello(as: "site-a", sites.a)
+        let peer = try await sites.rawPeerA(linkPort: linkPort)
         for stream: UInt32 in [1, 3] {
             peer.send(LinkFrame(.open, stream: stream, payload: RawLinkPeer.openPayload(service: "echo")))
             try await peer.expect("OPEN_OK of stream \(stream)") { $0.kind == .openOK && $0.stream == stream }
@@ -359,7 +366,7 @@ struct LinkTests {
         var sites = try TwoSites()
         let other = try SiteIdentity.create(in: sites.directory.appendingPathComponent("other").path, name: "other")
         let (echo, echoPort) = try await echoServer(sites.group)
-        try await sites.start(services: [ServiceConfiguration(name: "echo", kind: .tcp, target: HostPort(host: "127.0.0.1", port: echoPort), peers: ["site-a"])],
+        try await sites.start(services: [echoService(echoPort)],
                               remotes: [RemoteListenerConfiguration(listen: HostPort(host: "127.0.0.1", port: 0), peer: "site-b", service: "echo")],
                               aPins: other.fingerprint)
         let port = try await sites.port("remote-echo")
