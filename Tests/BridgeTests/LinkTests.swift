@@ -8,6 +8,7 @@ import NIOCore
 import NIOPosix
 import NIOSSL
 import ServiceLifecycle
+import Synchronization
 import TestSupport
 import Testing
 
@@ -54,6 +55,8 @@ struct TwoSites {
     let metricsB: LinkMetrics
     /// Delay lines between the sites, when they are set apart.
     var delayLines: [DelayLine] = []
+    /// Site B's node, once started.
+    var nodeB: LinkNode?
 
     init() throws {
         metricsA = LinkMetrics(factory: recordedA)
@@ -90,12 +93,14 @@ struct TwoSites {
     }
 
     /// Starts B alone: its link listener (port "link-b") and services, for site-a.
-    mutating func startB(services: [ServiceConfiguration], maximumStreams: Int = 10_000, maximumStreamWindow: Int = 16 << 20) async throws -> Int {
+    mutating func startB(services: [ServiceConfiguration], maximumStreams: Int = 10_000, maximumStreamWindow: Int = 16 << 20,
+                         aclStore: ACLStore? = nil) async throws -> Int {
         let bConfig = LinkConfiguration(identityDirectory: "", listen: HostPort(host: "127.0.0.1", port: 0),
                                         peers: [PeerConfiguration(name: "site-a", fingerprint: a.fingerprint)], services: services,
                                         maximumStreamWindow: maximumStreamWindow, maximumStreams: maximumStreams)
-        let nodeB = try LinkNode(configuration: bConfig, identity: b, eventLoop: group.next(), logger: Logger(label: "test"), metrics: metricsB, aclStore: nil,
+        let nodeB = try LinkNode(configuration: bConfig, identity: b, eventLoop: group.next(), logger: Logger(label: "test"), metrics: metricsB, aclStore: aclStore,
                                  proxyMetrics: BridgeMetrics(factory: NOOPMetricsHandler.instance))
+        self.nodeB = nodeB
         let box = bound
         run([LinkServer(node: nodeB) { address in box.withLockedValue { $0["link-b"] = address.port } }])
         return try await port("link-b")
@@ -357,6 +362,59 @@ struct LinkTests {
         peer.send(LinkFrame(.data, stream: 9, payload: ByteBuffer(string: "still")))
         try await peer.expect("echo on stream 9") { $0.kind == .data && $0.stream == 9 && String(buffer: $0.payload) == "still" }
         #expect(!peer.closed)
+        try? await echo.close()
+        await sites.stop()
+    }
+
+    @Test("Every way a stream ends frees it: FIN both ways, a RESET, the link closing; for TCP and MQTT streams (which hold their stream strongly)")
+    func streamsAreFreed() async throws {
+        var sites = try TwoSites()
+        let (echo, echoPort) = try await echoServer(sites.group)
+        let broker = try MosquittoBroker()
+        defer { broker.stop() }
+        let acl = try TestEnvironment.temporaryFile("pattern readwrite test/#\n", name: "streams.acl")
+        let linkPort = try await sites.startB(services: [echoService(echoPort),
+                                                        ServiceConfiguration(name: "broker", kind: .mqtt, target: HostPort(host: "127.0.0.1", port: broker.port), peers: ["site-a"])],
+                                              aclStore: try ACLStore(path: acl))
+        let node = try #require(sites.nodeB)
+        func waitUntilNoStreams(_ what: String) async throws {
+            let deadline = Date().addingTimeInterval(10)
+            while node.liveStreams.load(ordering: .relaxed) != 0 && Date() < deadline { try await Task.sleep(for: .milliseconds(10)) }
+            #expect(node.liveStreams.load(ordering: .relaxed) == 0, "stream objects still alive after \(what)")
+        }
+        let connect: [UInt8] = [0x10, 13, 0, 4] + Array("MQTT".utf8) + [4, 0x02, 0, 60, 0, 1, UInt8(ascii: "t")]
+        let peer = try await sites.rawPeerA(linkPort: linkPort)
+        // Opens an MQTT stream and waits for the broker's CONNACK through it.
+        func openMQTT(_ stream: UInt32) async throws {
+            peer.send([LinkFrame(.open, stream: stream, payload: RawLinkPeer.openPayload(service: "broker")),
+                       LinkFrame(.data, stream: stream, payload: ByteBuffer(bytes: connect))])
+            try await peer.expect("CONNACK on stream \(stream)") { $0.kind == .data && $0.stream == stream && Array($0.payload.readableBytesView) == [0x20, 2, 0, 0] }
+            #expect(node.liveStreams.load(ordering: .relaxed) == 1)
+        }
+
+        // TCP: FIN both ways (the echo server closes its end after ours).
+        peer.send([LinkFrame(.open, stream: 1, payload: RawLinkPeer.openPayload(service: "echo")),
+                   LinkFrame(.data, flags: LinkFrame.finFlag, stream: 1, payload: ByteBuffer(string: "bye"))])
+        try await peer.expect("FIN of stream 1") { $0.kind == .data && $0.stream == 1 && $0.isFIN }
+        try await waitUntilNoStreams("a TCP stream's FINs")
+
+        // MQTT: DISCONNECT and FIN; the proxy closes the broker connection and sends its FIN.
+        try await openMQTT(3)
+        peer.send(LinkFrame(.data, flags: LinkFrame.finFlag, stream: 3, payload: ByteBuffer(bytes: [0xE0, 0])))
+        try await peer.expect("FIN of stream 3") { $0.kind == .data && $0.stream == 3 && $0.isFIN }
+        try await waitUntilNoStreams("an MQTT stream's FINs")
+
+        // MQTT: reset by the peer.
+        try await openMQTT(5)
+        peer.send(LinkFrame(.reset, stream: 5, payload: ByteBuffer(string: "gone")))
+        try await waitUntilNoStreams("an MQTT stream's RESET")
+
+        // MQTT: the link closes under an open stream.
+        try await openMQTT(7)
+        peer.stop()
+        try await peer.waitClosed()
+        try await waitUntilNoStreams("the link closing")
+
         try? await echo.close()
         await sites.stop()
     }

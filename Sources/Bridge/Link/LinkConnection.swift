@@ -74,7 +74,7 @@ final class LinkConnection {
     private var atReadEnd: [any LinkReadEndObserver] = []
     /// Ends the read at the end of this event-loop turn if no read-complete came (NIOSSL
     /// can hand over decrypted data outside a socket read, e.g. while closing).
-    private lazy var readEndFallback = CoalescedAction(on: node.eventLoop) { [weak self] in self?.endRead() }
+    private lazy var readEndFallback = CoalescedAction<LinkConnection>(on: node.eventLoop) { $0.endRead() }
     private var output: ByteBuffer?
     /// Bytes of the last batch passed down the pipeline: the next batch's starting capacity.
     private var lastOutputSize = 0
@@ -271,7 +271,7 @@ final class LinkConnection {
     func atEndOfRead(_ observer: any LinkReadEndObserver) -> Bool {
         guard isReading else { return false }
         // Only a read that leaves work needs the fallback, not every read from the link.
-        if atReadEnd.isEmpty { readEndFallback.request() }
+        if atReadEnd.isEmpty { readEndFallback.request(for: self) }
         atReadEnd.append(observer)
         return true
     }

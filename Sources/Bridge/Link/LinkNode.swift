@@ -1,6 +1,7 @@
 public import CoreMetrics
 public import Logging
 public import NIOCore
+import Synchronization
 
 /// Counters for the link (names are part of the exported surface; no topic or address labels).
 public final class LinkMetrics: Sendable {
@@ -61,6 +62,10 @@ public final class LinkNode: Sendable {
     let registry: NIOLoopBoundBox<LinkRegistry>
     /// The topic relay, if configured; set on the loop before any link is accepted or dialled.
     let relay: NIOLoopBoundBox<RelayService?>
+    /// Stream objects alive on this node's links. A stream and its endpoint hold each other
+    /// until the stream ends (see `MQTTStreamEndpoint.stream`): the tests check that this
+    /// comes back to zero, i.e. that every way a stream ends lets both go.
+    let liveStreams = Atomic<Int>(0)
 
     public init(configuration: LinkConfiguration, identity: SiteIdentity, eventLoop: any EventLoop, logger: Logger, metrics: LinkMetrics,
                 aclStore: ACLStore?, proxyMetrics: BridgeMetrics, proxyTemplate: ProxyConfiguration? = nil) throws {

@@ -2,6 +2,7 @@ import CoreMetrics
 import Logging
 import MQTTCodec
 import NIOCore
+import Synchronization
 
 /// The local end of a stream: a TCP connection (passthrough, or a local MQTT client going to
 /// a peer), or the in-process MQTT proxy serving a peer's client.
@@ -14,6 +15,8 @@ protocol LinkStreamEndpoint: AnyObject {
     func resumeReading()
     /// The stream is gone (RESET, refused, link closed).
     func abort(reason: String)
+    /// Both ends sent FIN: the link has let go of the stream, and so should the endpoint.
+    func streamFinished()
     /// Whether the stream's receive window may grow over a distant link (`ReceiveWindow`).
     var receiveWindowMayGrow: Bool { get }
 }
@@ -22,6 +25,8 @@ extension LinkStreamEndpoint {
     /// Bytes written to a socket or relayed cost little each: a larger window only keeps a
     /// distant pipe full.
     var receiveWindowMayGrow: Bool { true }
+
+    func streamFinished() {}
 }
 
 /// Credit for an endpoint that frames units (MQTT packets, relay records) out of a stream and
@@ -81,13 +86,20 @@ final class LinkStream {
     private(set) var receivedFIN = false
     private var finished = false
 
+    /// Strong (unlike `link`): counts this object out in `deinit`, when the link may be gone.
+    private let node: LinkNode
+
     init(id: UInt32, link: LinkConnection, window: Int, opened: Bool) {
         self.id = id
         self.link = link
+        self.node = link.node
+        node.liveStreams.add(1, ordering: .relaxed)
         self.sendWindow = window
         self.receive = ReceiveWindow(initial: window, maximum: link.node.configuration.maximumStreamWindow, now: .now())
         self.isOpen = opened
     }
+
+    deinit { node.liveStreams.subtract(1, ordering: .relaxed) }
 
     /// Whether the local source may be read now. Also before the peer accepted the stream: its
     /// first bytes go right behind the OPEN (the peer holds them until its connection to the
@@ -218,8 +230,10 @@ final class LinkStream {
     private func finishIfDone() {
         if sentFIN && receivedFIN && !finished {
             finished = true
-            endpoint = nil
+            let endpoint = self.endpoint
+            self.endpoint = nil
             link.streamFinished(self)
+            endpoint?.streamFinished()
         }
     }
 }
@@ -392,7 +406,11 @@ extension TCPStreamEndpoint: Sendable {}
 /// client side, so the same `ProxySession` (ACL, narrowing, aliases) decides, here, at the
 /// site that owns the broker.
 final class MQTTStreamEndpoint: LinkStreamEndpoint, ProxyClientSide, LinkReadEndObserver {
-    private weak var stream: LinkStream?
+    /// Strong, and dropped when the stream is aborted or finished (when the link lets go of
+    /// it): not weak, because it is read several times for every packet, and a weakly
+    /// referenced object's retains and releases all take the runtime's slow path (see
+    /// `CoalescedAction`). Held no longer than that, since the stream's link is unowned.
+    private var stream: LinkStream?
     private let connection: ProxyConnection
     private var framer: InlineFramer<MQTTFrameDecoder>
     private var processing = false
@@ -492,10 +510,13 @@ final class MQTTStreamEndpoint: LinkStreamEndpoint, ProxyClientSide, LinkReadEnd
     func resumeReading() { connection.clientWritabilityChanged() }
 
     func abort(reason: String) {
+        defer { stream = nil }
         guard !closed else { return }
         closed = true
         connection.clientInactive()
     }
+
+    func streamFinished() { stream = nil }
 
     /// Not for a peer's MQTT client: every byte of its window is packets this site's proxy may
     /// have to hold and then decide one by one. Measured: a client flooding 7-byte PUBLISHes
@@ -513,8 +534,10 @@ final class MQTTStreamEndpoint: LinkStreamEndpoint, ProxyClientSide, LinkReadEnd
     func read() { process() }
     func closeAfterFlush() {
         closed = true
-        stream?.sendFIN()
-        stream?.link.flushIfNeeded()
+        // Held here: sending the last FIN finishes the stream, which lets go of it.
+        guard let stream else { return }
+        stream.sendFIN()
+        stream.link.flushIfNeeded()
     }
 }
 

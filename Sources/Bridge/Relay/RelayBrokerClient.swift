@@ -37,7 +37,7 @@ final class RelayBrokerClient {
     private var qos2Limit = 20
     /// One flush for everything written in this event-loop turn (a burst from the link
     /// becomes one write to the broker, not one per message).
-    private lazy var flushRequest = CoalescedAction(on: eventLoop) { [weak self] in self?.flushIfNeeded() }
+    private lazy var flushRequest = CoalescedAction<RelayBrokerClient>(on: eventLoop) { $0.flushIfNeeded() }
     private var qos2Inflight = 0
     static let keepAlive: UInt16 = 30
 
@@ -180,7 +180,7 @@ final class RelayBrokerClient {
                 guard let id else { return }  // QoS 0: nothing to answer
                 let client = loopBound.value
                 client.acknowledge(publish.qos, id)
-                client.flushRequest.request()
+                client.flushRequest.request(for: client)
             }))
         case .pubRel(let rel):
             let id = rel.packetIdentifier
@@ -259,7 +259,7 @@ final class RelayBrokerClient {
             // Nothing queued ahead and nothing to track: straight out, without a round
             // through the waiting list.
             sendAtMostOnce(outgoing)
-            flushRequest.request()
+            flushRequest.request(for: self)
             return
         }
         waiting.append(outgoing)
@@ -308,7 +308,7 @@ final class RelayBrokerClient {
             waiting.removeFirst(waitingHead)
             waitingHead = 0
         }
-        flushRequest.request()
+        flushRequest.request(for: self)
     }
 
     private func completed(_ id: UInt16) {

@@ -159,14 +159,14 @@ final class RelayService {
     func linkUp(_ link: LinkConnection, peer name: String) {
         guard let peer = peers[name] else { return }
         let endpoint = RelayStreamEndpoint(peer: peer)
-        endpoint.stream = link.openStream(service: Self.streamName, origin: "relay", endpoint: endpoint)
+        endpoint.attach(link.openStream(service: Self.streamName, origin: "relay", endpoint: endpoint))
     }
 
     /// The peer opened the relay stream on a link it dialled.
     func accept(_ stream: LinkStream, peer name: String) -> Bool {
         guard let peer = peers[name] else { return false }
         let endpoint = RelayStreamEndpoint(peer: peer)
-        endpoint.stream = stream
+        endpoint.attach(stream)
         stream.endpoint = endpoint
         return true
     }
@@ -327,7 +327,7 @@ final class RelayPeer {
     private var replayUntil: UInt64 = 0
     private var tokens = 0.0
     private var lastRefill = NIODeadline.now()
-    private lazy var pumpRequest = CoalescedAction(on: service.eventLoop) { [weak self] in self?.pump() }
+    private lazy var pumpRequest = CoalescedAction<RelayPeer>(on: service.eventLoop) { $0.pump() }
     /// Queued messages not yet on disk, in sequence order, with their broker acknowledgement.
     private var awaitingDisk: [(sequence: UInt64, intake: RelayIntake)] = []
     private var awaitingDiskHead = 0
@@ -335,7 +335,7 @@ final class RelayPeer {
     private var blocked: [(RelayMessage, RelayIntake)] = []
     private var inProgress: Set<Key> = []
     private var pendingAcknowledgements: [UInt64: [(sequence: UInt64, outcome: RelayRecord.Outcome)]] = [:]
-    private lazy var acknowledgementRequest = CoalescedAction(on: service.eventLoop) { [weak self] in self?.sendAcknowledgements() }
+    private lazy var acknowledgementRequest = CoalescedAction<RelayPeer>(on: service.eventLoop) { $0.sendAcknowledgements() }
     private var policy: (generation: Int, policy: ACLPolicy)?
     /// Per topic from the local broker: the index of the `out` rule taking it, and the wire topic.
     private var outgoingMemo = TopicMemo<(Int, String)?>()
@@ -508,7 +508,7 @@ final class RelayPeer {
         metrics.sent.increment()
     }
 
-    func schedulePump() { pumpRequest.request() }
+    func schedulePump() { pumpRequest.request(for: self) }
 
     /// Sends queued messages the peer has not seen on this stream, while the stream has window.
     private func pump() {
@@ -799,7 +799,7 @@ final class RelayPeer {
 
     private func acknowledge(_ key: Key, _ outcome: RelayRecord.Outcome) {
         pendingAcknowledgements[key.epoch, default: []].append((key.sequence, outcome))
-        acknowledgementRequest.request()
+        acknowledgementRequest.request(for: self)
     }
 
     private func sendAcknowledgements() {
@@ -828,7 +828,9 @@ extension RelayPeer: Sendable {}
 
 /// The relay's end of a link stream: frames relay records out of the byte stream.
 final class RelayStreamEndpoint: LinkStreamEndpoint {
-    weak var stream: LinkStream?
+    /// Strong (read for every message; see `MQTTStreamEndpoint.stream`), dropped when the
+    /// stream is aborted or finished.
+    private(set) var stream: LinkStream?
     unowned let peer: RelayPeer
     private var inbound = ByteBuffer.noBytes
     private var closed = false
@@ -836,6 +838,11 @@ final class RelayStreamEndpoint: LinkStreamEndpoint {
     private var credit = IncompleteUnitCredit()
 
     init(peer: RelayPeer) { self.peer = peer }
+
+    /// Not a stream that was aborted already (opening it can close a failing link at once).
+    func attach(_ stream: LinkStream) {
+        if !closed { self.stream = stream }
+    }
 
     var isOpen: Bool { !closed && (stream?.isOpen ?? false) }
     var canSend: Bool {
@@ -886,10 +893,13 @@ final class RelayStreamEndpoint: LinkStreamEndpoint {
     func resumeReading() { peer.windowOpened(self) }
 
     func abort(reason: String) {
+        defer { stream = nil }
         guard !closed else { return }
         closed = true
         peer.streamClosed(self, reason: reason)
     }
+
+    func streamFinished() { stream = nil }
 }
 
 @available(*, unavailable)
