@@ -112,6 +112,21 @@ struct BatchingTests {
         #expect(ends == [false, true, false, false, true])
     }
 
+    @Test("TCP_QUICKACK is set after the first unanswered burst, and again only after a write to the socket")
+    func quickAckArming() {
+        var arming = QuickAckArming()
+        var asked: [Bool] = []
+        asked.append(arming.needsArming())  // first burst: set
+        asked.append(arming.needsArming())  // nothing written since: the kernel still ACKs at once
+        asked.append(arming.needsArming())
+        arming.wrote()  // sending data can put the kernel back into delayed-ACK mode
+        asked.append(arming.needsArming())
+        arming.wrote(); arming.wrote()
+        asked.append(arming.needsArming())
+        asked.append(arming.needsArming())
+        #expect(asked == [true, false, false, true, true, false])
+    }
+
     @Test("Site A follows a local client's raw bytes: a burst of QoS 0 PUBLISHes is found across any cut")
     func scannedBursts() {
         // CONNECT (bytes 0–14), then two QoS 0 PUBLISHes (15–23, 24–32), cut once anywhere.

@@ -263,6 +263,8 @@ final class TCPStreamEndpoint: ChannelDuplexHandler, LinkStreamEndpoint, LinkRea
     private var flushAtReadEnd = WorkAtReadEnd()
     /// The socket failed (e.g. reset by the other end): its close is a reset, never a FIN.
     private var failed = false
+    /// TCP_QUICKACK of the socket, set again only after we wrote to it.
+    private var quickAck = QuickAckArming()
 
     /// `watchesMQTT`: the accepting side of a remote listener, whose peer service may be an
     /// MQTT broker (known at OPEN_OK; the bytes are followed from the first one until then).
@@ -302,7 +304,7 @@ final class TCPStreamEndpoint: ChannelDuplexHandler, LinkStreamEndpoint, LinkRea
         // Only QoS 0 PUBLISHes: nothing will carry our ACK back, and a client with Nagle on
         // holds its next PUBLISH until the ACK comes (see `acknowledgeSegmentsPromptly`; the
         // stall is up to 40 ms). Not after packets that get an answer: extra ACKs cost throughput.
-        if burst.end(), packets?.isLost == false { context.channel.acknowledgeSegmentsPromptly() }
+        if burst.end(), packets?.isLost == false, quickAck.needsArming() { context.channel.acknowledgeSegmentsPromptly() }
         context.fireChannelReadComplete()
     }
 
@@ -362,6 +364,7 @@ final class TCPStreamEndpoint: ChannelDuplexHandler, LinkStreamEndpoint, LinkRea
         if count > 0 {
             let promise = context.eventLoop.makePromise(of: Void.self)
             context.write(NIOAny(bytes), promise: promise)
+            quickAck.wrote()
             let streamBound = NIOLoopBound(self, eventLoop: context.eventLoop)
             promise.futureResult.whenSuccess { streamBound.value.stream?.consumed(count) }
             lastWrite = promise.futureResult

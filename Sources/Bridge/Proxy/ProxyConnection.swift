@@ -58,6 +58,9 @@ final class ProxyConnection {
     /// one pipeline write (and, over a link, one DATA frame) per burst instead of one per packet.
     private var toClient = OutputBatch()
     private var toBroker = OutputBatch()
+    /// TCP_QUICKACK of each socket, set again only after we wrote to it.
+    private var clientQuickAck = QuickAckArming()
+    private var brokerQuickAck = QuickAckArming()
     /// Anything but a QoS 0 PUBLISH gets an answer that will carry the TCP ACK.
     private var burst = UnansweredBurst()
     private var closing = false
@@ -111,9 +114,11 @@ final class ProxyConnection {
     /// (a client packet can produce a reply to the client, e.g. a PUBACK for a denied PUBLISH).
     private func flushPending() {
         if let broker, toBroker.endBurst(write: { broker.write(NIOAny($0), promise: nil) }) {
+            brokerQuickAck.wrote()
             broker.flush()
         }
         if let client, toClient.endBurst(write: { client.write($0) }) {
+            clientQuickAck.wrote()
             client.flush()
         }
     }
@@ -144,6 +149,12 @@ final class ProxyConnection {
     func clientBurstGetsNoAnswer() -> Bool {
         burst.end()
     }
+
+    /// Whether the client's socket needs TCP_QUICKACK set again (`QuickAckArming`).
+    func clientNeedsQuickAck() -> Bool { clientQuickAck.needsArming() }
+
+    /// Whether the broker's socket needs TCP_QUICKACK set again (`QuickAckArming`).
+    func brokerNeedsQuickAck() -> Bool { brokerQuickAck.needsArming() }
 
     func clientError(_ error: any Error) {
         if let codecError = error as? MQTTCodecError {
@@ -204,6 +215,7 @@ final class ProxyConnection {
         guard let broker else { return }
         for buffer in queuedForBroker { broker.write(NIOAny(buffer), promise: nil) }
         queuedForBroker.removeAll()
+        brokerQuickAck.wrote()
         broker.flush()
         resumeClientReadIfAllowed()
     }
@@ -288,7 +300,7 @@ final class ProxyConnection {
 
     private func writeToBroker(_ bytes: ByteBuffer) {
         if let broker, broker.channel.isActive {
-            toBroker.append(bytes) { broker.write(NIOAny($0), promise: nil) }
+            toBroker.append(bytes) { broker.write(NIOAny($0), promise: nil); brokerQuickAck.wrote() }
         } else if !closing {
             queuedForBroker.append(bytes)
         }
@@ -296,7 +308,7 @@ final class ProxyConnection {
 
     private func writeToClient(_ bytes: ByteBuffer) {
         guard let client else { return }
-        toClient.append(bytes) { client.write($0) }
+        toClient.append(bytes) { client.write($0); clientQuickAck.wrote() }
     }
 
     private func openUpstream() {
@@ -462,7 +474,7 @@ final class ClientSideHandler: ChannelDuplexHandler {
     func channelReadComplete(context: ChannelHandlerContext) {
         connection.clientReadComplete()
         // Only then: extra ACKs for packets that get an answer anyway cost throughput.
-        if connection.clientBurstGetsNoAnswer() { context.channel.acknowledgeSegmentsPromptly() }
+        if connection.clientBurstGetsNoAnswer() && connection.clientNeedsQuickAck() { context.channel.acknowledgeSegmentsPromptly() }
         context.fireChannelReadComplete()
     }
 
@@ -525,7 +537,7 @@ final class BrokerSideHandler: ChannelDuplexHandler {
     func channelReadComplete(context: ChannelHandlerContext) {
         connection.brokerReadComplete()
         // A QoS 0 subscriber sends the broker nothing back: see the method.
-        context.channel.acknowledgeSegmentsPromptly()
+        if connection.brokerNeedsQuickAck() { context.channel.acknowledgeSegmentsPromptly() }
         context.fireChannelReadComplete()
     }
 

@@ -39,6 +39,8 @@ final class RelayBrokerClient {
     /// becomes one write to the broker, not one per message).
     private lazy var flushRequest = CoalescedAction<RelayBrokerClient>(on: eventLoop) { $0.flushIfNeeded() }
     private var qos2Inflight = 0
+    /// TCP_QUICKACK of the broker socket, set again only after we wrote to it.
+    private var quickAck = QuickAckArming()
     static let keepAlive: UInt16 = 30
 
     /// One publication to the broker and the hooks of its QoS 2 exchange.
@@ -327,9 +329,13 @@ final class RelayBrokerClient {
         return nextPacketID
     }
 
+    /// Whether the broker socket needs TCP_QUICKACK set again (`QuickAckArming`).
+    func needsQuickAck() -> Bool { quickAck.needsArming() }
+
     /// Packets are gathered and handed to the channel as one buffer at the flush.
     private func write(_ packet: MQTTPacket) {
         guard let context else { return }
+        quickAck.wrote()
         output.append(packet.encode(version: version, allocator: context.channel.allocator)) { context.write(NIOAny($0), promise: nil) }
     }
 
@@ -375,7 +381,7 @@ final class RelayBrokerHandler: ChannelInboundHandler {
     func channelReadComplete(context: ChannelHandlerContext) {
         client.readComplete()
         // The relay acknowledges a delivery only once it is on disk: see the method.
-        context.channel.acknowledgeSegmentsPromptly()
+        if client.needsQuickAck() { context.channel.acknowledgeSegmentsPromptly() }
         context.fireChannelReadComplete()
     }
 

@@ -14,8 +14,9 @@ extension Channel {
     /// false`, libmosquitto clients) holds its next small packet until the previous one is
     /// ACKed, so a delayed ACK becomes a stall of up to 40 ms (measured: QoS 0 p99 24.6 ms
     /// direct to mosquitto, 0.45 ms through the proxy; a 14 ms QoS 1 median at the relay at
-    /// 200 msg/s). Linux clears the flag again after a while, so callers set it after every
-    /// such read burst. A no-op where TCP_QUICKACK does not exist.
+    /// 200 msg/s). Linux clears the flag again once this end sends data, so callers set it
+    /// after such read bursts while they write to the socket too (`QuickAckArming`). A no-op
+    /// where TCP_QUICKACK does not exist.
     ///
     /// Not after reads that get an answer (a QoS 1 PUBLISH, PINGREQ…): the answer carries the
     /// ACK, and extra ACKs release a Nagle-batching peer's packets one by one (on the link's
@@ -24,6 +25,28 @@ extension Channel {
         #if os(Linux)
         try? syncOptions?.setOption(ChannelOptions.Types.SocketOption(level: SocketOptionLevel(IPPROTO_TCP), name: SocketOptionName(TCP_QUICKACK)), value: 1)
         #endif
+    }
+}
+
+/// Whether a socket's TCP_QUICKACK must be set again after a read burst nothing answers.
+///
+/// Setting the flag takes the kernel out of its "interactive" mode, in which it delays ACKs;
+/// out of it, Linux ACKs a small pushed segment as soon as the application has read it. It
+/// returns to that mode only when this end sends data soon after receiving some
+/// (`tcp_event_data_sent`), so the flag needs setting again only after we wrote to the
+/// socket. A QoS 0 publisher's socket and a QoS 0 subscriber's broker connection are never
+/// written to, so it is set once for them instead of after every read: at full load that
+/// system call was a quarter of the proxy's.
+struct QuickAckArming {
+    private var armed = false
+
+    /// Data was written to the socket.
+    mutating func wrote() { armed = false }
+
+    /// Whether to set the flag now; from then on it counts as set.
+    mutating func needsArming() -> Bool {
+        defer { armed = true }
+        return !armed
     }
 }
 
