@@ -173,6 +173,8 @@ struct LinkBenchmark: ParsableCommand {
             }
             let d = median(rates["direct"]!), m = median(rates["mqbridge"]!), s = median(rates["stunnel"]!)
             table.append(["QoS \(qos) throughput, 4 publishers (msg/s)", format(d, 0), format(m, 0), format(s, 0), "\(format(m / s, 2))× stunnel", qos == 0 ? "≥ 1.2× stunnel" : "≥ 1.5× stunnel"])
+            table.append(["  range over the rounds (ratio within a round)", spread(rates["direct"]!), spread(rates["mqbridge"]!), spread(rates["stunnel"]!),
+                          roundRatios(rates["mqbridge"]!, rates["stunnel"]!), ""])
             table.append(["  CPU per message in the tunnel, both sites (µs)", "—", format(median(cpu["mqbridge"]!), 2), format(median(cpu["stunnel"]!), 2), "", ""])
         }
         for qos in [Int32(0), 1] {
@@ -212,9 +214,9 @@ struct LinkBenchmark: ParsableCommand {
         let rssStunnel = stunnelPIDs.map(ProcessStats.rssKiB).reduce(0, +)
         table.append(["RSS after the run, both sites (MiB)", "—", format(Double(rssA + rssB) / 1024, 1), format(Double(rssStunnel) / 1024, 1), "", ""])
 
-        print(pad("case", 50) + pad("direct", 12) + pad("mqbridge", 12) + pad("stunnel", 12) + pad("ratio", 26) + "target")
-        print(String(repeating: "-", count: 126))
-        for row in table { print(pad(row[0], 50) + pad(row[1], 12) + pad(row[2], 12) + pad(row[3], 12) + pad(row[4], 26) + row[5]) }
+        print(pad("case", 50) + pad("direct", 17) + pad("mqbridge", 17) + pad("stunnel", 17) + pad("ratio", 26) + "target")
+        print(String(repeating: "-", count: 141))
+        for row in table { print(pad(row[0], 50) + pad(row[1], 17) + pad(row[2], 17) + pad(row[3], 17) + pad(row[4], 26) + row[5]) }
     }
 
 }

@@ -88,6 +88,8 @@ struct ProxyBenchmark: ParsableCommand {
             let d = median(rates["direct"]!), m = median(rates["mqbridge"]!), h = median(rates["haproxy"]!)
             rows.append(["QoS \(qos) throughput, 4 publishers (msg/s)"] + column(rates, 0)
                         + ["\(format(m / d, 2))× direct, \(format(m / h, 2))× haproxy", qos == 0 ? "≥ 0.95× direct" : "—"])
+            rows.append(["  range over the rounds (msg/s; ratio within a round)"] + paths.map { spread(rates[$0.name]!) }
+                        + ["\(roundRatios(rates["mqbridge"]!, rates["direct"]!)) direct", ""])
             rows.append(["  CPU per message, the proxy (µs)"] + column(proxyCPU, 2) + ["", ""])
             rows.append(["  CPU per message, mosquitto (µs)"] + column(brokerCPU, 2) + ["", ""])
         }
@@ -117,9 +119,9 @@ struct ProxyBenchmark: ParsableCommand {
         let perConnection = try idleMemory(proxyPort: proxy, bridgePID: bridge.process.pid, count: idleConnections)
         rows.append(["RSS per idle proxied connection (KiB)", "—", format(perConnection, 2), "—", "", "≤ 8 KiB"])
 
-        let widths = [62, 11, 11, 11, 36]
+        let widths = [62, 17, 17, 17, 36]
         print(zip(["case", "direct", "mqbridge", "haproxy", "mqbridge vs direct (haproxy)"], widths).map { pad($0, $1) }.joined() + "target")
-        print(String(repeating: "-", count: 150))
+        print(String(repeating: "-", count: 168))
         for row in rows { print(zip(row, widths).map { pad($0, $1) }.joined() + row.last!) }
     }
 
@@ -170,6 +172,19 @@ func signed(_ value: Double) -> String { (value < 0 ? "" : "+") + format(value, 
 func median(_ values: [Double]) -> Double {
     let sorted = values.sorted()
     return sorted.isEmpty ? 0 : sorted[sorted.count / 2]
+}
+
+/// "min–max" of the rounds: on 2 loopback cores a path's rate can swing by a third from
+/// one round to the next, and a median alone hides that.
+func spread(_ values: [Double], _ decimals: Int = 0) -> String {
+    guard let low = values.min(), let high = values.max() else { return "—" }
+    return "\(format(low, decimals))–\(format(high, decimals))"
+}
+
+/// "min–max×": the ratio of `measured` to `baseline` within each round (the two ran one after
+/// the other, on the same machine state).
+func roundRatios(_ measured: [Double], _ baseline: [Double]) -> String {
+    spread(zip(measured, baseline).map { $0 / max($1, 1) }, 2) + "×"
 }
 
 func mosquittoVersion() -> String {

@@ -126,6 +126,8 @@ struct RelayBenchmark: ParsableCommand {
             }
             let m = median(rates["mqbridge"]!), q = median(rates["mosquitto"]!)
             table.append(["QoS \(qos) end-to-end throughput, 4 publishers (msg/s)", format(m, 0), format(q, 0), "\(format(m / q, 2))×", qos == 0 ? "≥ 2×" : "≥ 1.5×"])
+            table.append(["  range over the rounds (ratio within a round)", spread(rates["mqbridge"]!), spread(rates["mosquitto"]!),
+                          roundRatios(rates["mqbridge"]!, rates["mosquitto"]!), ""])
             table.append(["  CPU per message, brokers and bridges (µs)", format(median(cpu["mqbridge"]!), 2), format(median(cpu["mosquitto"]!), 2), "", ""])
             // Where the mqbridge path spends it: the relays' share against the brokers'.
             let parts = (0..<4).map { i in format(median(split.map { $0[i] }), 1) }
@@ -147,8 +149,8 @@ struct RelayBenchmark: ParsableCommand {
         }
         table.append(["RSS after the run, both bridges (MiB)", format(Double(ProcessStats.rssKiB(a.process.pid) + ProcessStats.rssKiB(b.process.pid)) / 1024, 1), "—", "", ""])
 
-        print(pad("case", 56) + pad("mqbridge", 12) + pad("mosquitto", 12) + pad("ratio", 10) + "target")
-        print(String(repeating: "-", count: 100))
-        for row in table { print(pad(row[0], 56) + pad(row[1], 12) + pad(row[2], 12) + pad(row[3], 10) + row[4]) }
+        print(pad("case", 56) + pad("mqbridge", 17) + pad("mosquitto", 17) + pad("ratio", 14) + "target")
+        print(String(repeating: "-", count: 116))
+        for row in table { print(pad(row[0], 56) + pad(row[1], 17) + pad(row[2], 17) + pad(row[3], 14) + row[4]) }
     }
 }
