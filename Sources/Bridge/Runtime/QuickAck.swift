@@ -14,9 +14,9 @@ extension Channel {
     /// false`, libmosquitto clients) holds its next small packet until the previous one is
     /// ACKed, so a delayed ACK becomes a stall of up to 40 ms (measured: QoS 0 p99 24.6 ms
     /// direct to mosquitto, 0.45 ms through the proxy; a 14 ms QoS 1 median at the relay at
-    /// 200 msg/s). Linux clears the flag again once this end sends data, so callers set it
-    /// after such read bursts while they write to the socket too (`QuickAckArming`). A no-op
-    /// where TCP_QUICKACK does not exist.
+    /// 200 msg/s). Linux goes back to delaying ACKs once this end sends data soon after
+    /// receiving, so callers set it again after such a read burst if they wrote to the socket
+    /// since the last time (`QuickAckArming`). A no-op where TCP_QUICKACK does not exist.
     ///
     /// Not after reads that get an answer (a QoS 1 PUBLISH, PINGREQ…): the answer carries the
     /// ACK, and extra ACKs release a Nagle-batching peer's packets one by one (on the link's
