@@ -58,7 +58,9 @@ final class ProxyConnection {
     /// one pipeline write (and, over a link, one DATA frame) per burst instead of one per packet.
     private var toClient = OutputBatch()
     private var toBroker = OutputBatch()
-    /// TCP_QUICKACK of each socket, set again only after we wrote to it.
+    /// TCP_QUICKACK of each socket, set again only after we wrote to it. Noted where writes
+    /// are flushed (`flushPending`, `brokerActive`): bytes leave only then, and `endBurst`
+    /// reports the large packets written past the batch too.
     private var clientQuickAck = QuickAckArming()
     private var brokerQuickAck = QuickAckArming()
     /// Anything but a QoS 0 PUBLISH gets an answer that will carry the TCP ACK.
@@ -300,7 +302,7 @@ final class ProxyConnection {
 
     private func writeToBroker(_ bytes: ByteBuffer) {
         if let broker, broker.channel.isActive {
-            toBroker.append(bytes) { broker.write(NIOAny($0), promise: nil); brokerQuickAck.wrote() }
+            toBroker.append(bytes) { broker.write(NIOAny($0), promise: nil) }
         } else if !closing {
             queuedForBroker.append(bytes)
         }
@@ -308,7 +310,7 @@ final class ProxyConnection {
 
     private func writeToClient(_ bytes: ByteBuffer) {
         guard let client else { return }
-        toClient.append(bytes) { client.write($0); clientQuickAck.wrote() }
+        toClient.append(bytes) { client.write($0) }
     }
 
     private func openUpstream() {
