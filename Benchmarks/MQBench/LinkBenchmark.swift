@@ -156,6 +156,7 @@ struct LinkBenchmark: ParsableCommand {
 
         print("mqbridge link benchmark — mosquitto \(mosquittoVersion()), stunnel4 (mutual TLS 1.3), \(ProcessInfo.processInfo.activeProcessorCount) cores, median of \(rounds) rounds")
         print("paths: direct → broker; mqbridge A → link → mqbridge B → broker; stunnel client → stunnel server → broker. 64-byte payloads")
+        print("throughput: closed loop, at most \(Load.window(roundTripMilliseconds: rtt, base: measurement.window)) messages unreceived")
         print(rtt > 0 ? "between the sites: \(format(rtt, 1)) ms round trip (a delay line, on every path)" : "between the sites: loopback")
         print("")
         let paths: [(String, Int, [Int32])] = [("direct", directMQTT, []), ("mqbridge", viaLinkMQTT, [a.process.pid, b.process.pid]), ("stunnel", viaStunnelMQTT, stunnelPIDs)]
@@ -165,7 +166,7 @@ struct LinkBenchmark: ParsableCommand {
             for _ in 0..<rounds {
                 for (name, port, pids) in paths {
                     let before = pids.map(ProcessStats.cpuSeconds).reduce(0, +)
-                    let t = try Load.throughput(host: "127.0.0.1", port: port, qos: qos, publishers: 4, seconds: seconds, window: Load.window(roundTripMilliseconds: rtt))
+                    let t = try Load.throughput(host: "127.0.0.1", port: port, qos: qos, publishers: 4, seconds: seconds, window: Load.window(roundTripMilliseconds: rtt, base: measurement.window))
                     let after = pids.map(ProcessStats.cpuSeconds).reduce(0, +)
                     rates[name, default: []].append(t.messagesPerSecond)
                     cpu[name, default: []].append((after - before) / Double(max(t.messages, 1)) * 1e6)

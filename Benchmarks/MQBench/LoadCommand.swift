@@ -13,6 +13,7 @@ struct LoadCommand: ParsableCommand {
     @Option(help: "QoS of the publications.") var qos: Int32 = 0
     @Option(help: "Publishers.") var publishers = 4
     @Option(help: "Seconds.") var seconds: Double = 5
+    @Option(help: Load.windowHelp) var window = Load.defaultWindow
     @Flag(help: "Set TCP_NODELAY on the clients (libmosquitto leaves Nagle on).") var noDelay = false
     @Option(help: "Open loop at this many messages per second (one publisher); prints latency p50/p99 instead of the rate.") var rate: Int?
 
@@ -23,7 +24,7 @@ struct LoadCommand: ParsableCommand {
             print("latency p50 \(String(format: "%.1f", l.p50)) µs, p99 \(String(format: "%.1f", l.p99)) µs (\(l.received)/\(l.sent) received)")
             return
         }
-        let t = try Load.throughput(host: host, port: port, subscribeHost: subscribeHost, subscribePort: subscribePort, qos: qos, publishers: publishers, seconds: seconds)
+        let t = try Load.throughput(host: host, port: port, subscribeHost: subscribeHost, subscribePort: subscribePort, qos: qos, publishers: publishers, seconds: seconds, window: window)
         print("\(Int(t.messagesPerSecond)) msg/s (\(t.messages) messages in \(String(format: "%.2f", t.seconds)) s)")
     }
 }
