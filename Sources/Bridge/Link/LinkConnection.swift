@@ -98,12 +98,15 @@ final class LinkConnection {
         return nil
     }
 
-    var isWritable: Bool { context?.channel.isWritable ?? false }
+    /// The channel's writability as its events report it (NIO fires them at the transitions).
+    /// Read for every packet a stream sends; asking the channel retained and released it.
+    private(set) var isWritable = false
 
     // MARK: Channel events
 
     func active(_ context: ChannelHandlerContext) {
         self.context = context
+        isWritable = context.channel.isWritable
         if let remote = context.channel.remoteAddress { logger[metadataKey: "remote"] = "\(remote.logDescription)" }
         let loopBound = NIOLoopBound(self, eventLoop: node.eventLoop)
         handshakeTimer = node.eventLoop.scheduleTask(in: node.configuration.handshakeTimeout) {
@@ -285,6 +288,7 @@ final class LinkConnection {
     }
 
     func writabilityChanged() {
+        isWritable = context?.channel.isWritable ?? false
         guard isWritable else { return }
         for stream in streams.values { stream.linkWritable() }
     }
@@ -315,6 +319,7 @@ final class LinkConnection {
         let wasUp = peer
         state = .closed
         context = nil
+        isWritable = false
         keepalive?.cancel()
         handshakeTimer?.cancel()
         releaseHandshakeSlot()

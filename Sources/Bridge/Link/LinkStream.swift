@@ -530,7 +530,10 @@ final class MQTTStreamEndpoint: LinkStreamEndpoint, ProxyClientSide, LinkReadEnd
 
     // MARK: ProxyClientSide
 
-    var isWritable: Bool { (stream?.sendWindow ?? 0) > 0 && (stream?.link.isWritable ?? false) }
+    var isWritable: Bool {
+        guard let stream else { return false }
+        return stream.sendWindow > 0 && stream.link.isWritable
+    }
     var allocator: ByteBufferAllocator { ByteBufferAllocator() }
     func write(_ bytes: ByteBuffer) { stream?.send(bytes) }
     func flush() { stream?.link.flushIfNeeded() }

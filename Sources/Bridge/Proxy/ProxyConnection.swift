@@ -63,6 +63,9 @@ final class ProxyConnection {
     /// reports the large packets written past the batch too.
     private var clientQuickAck = QuickAckArming()
     private var brokerQuickAck = QuickAckArming()
+    /// The broker channel's writability as its events report it: asked before every packet a
+    /// link stream hands over (`clientMayRead`), where asking the channel retained it.
+    private var brokerWritable = false
     /// Anything but a QoS 0 PUBLISH gets an answer that will carry the TCP ACK.
     private var burst = UnansweredBurst()
     private var closing = false
@@ -181,8 +184,8 @@ final class ProxyConnection {
         guard let client, client.isWritable else { return false }
         if case .failedAwaitingConnAck = session.state { return false }
         if session.state == .awaitingConnect { return true }
-        guard let broker else { return false }  // still connecting upstream
-        return broker.channel.isWritable
+        guard broker != nil else { return false }  // still connecting upstream
+        return brokerWritable
     }
 
     /// The client side asks to read more: allowed now, or remembered until the broker side
@@ -211,6 +214,7 @@ final class ProxyConnection {
 
     func brokerAdded(_ context: ChannelHandlerContext) {
         broker = context
+        brokerWritable = context.channel.isWritable
     }
 
     func brokerActive() {
@@ -250,6 +254,7 @@ final class ProxyConnection {
 
     func brokerInactive() {
         broker = nil
+        brokerWritable = false
         if !closing {
             if session.state == .connected || session.state == .connecting { environment.metrics.upstreamClosed.increment() }
             closeBoth()
@@ -266,6 +271,7 @@ final class ProxyConnection {
     }
 
     func brokerWritabilityChanged() {
+        brokerWritable = broker?.channel.isWritable ?? false
         resumeClientReadIfAllowed()
     }
 
