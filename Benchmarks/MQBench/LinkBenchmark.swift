@@ -192,6 +192,19 @@ struct LinkBenchmark: ParsableCommand {
                           "+\(format(median(p50["mqbridge"]!) - d, 1)) µs vs direct", qos == 0 ? "≤ direct + 40 µs" : ""])
             table.append(["QoS \(qos) latency p99 @\(rate)/s (µs)", format(median(p99["direct"]!), 1), format(median(p99["mqbridge"]!), 1), format(median(p99["stunnel"]!), 1), "", ""])
         }
+        // A device publishing a few readings at once (see `Load.burstAcknowledgement`). Bursts
+        // wait out the distance too, so fewer of them at a distance.
+        var burst50: [String: [Double]] = [:], burst99: [String: [Double]] = [:]
+        for _ in 0..<rounds {
+            for (name, port, _) in paths {
+                let b = try Load.burstAcknowledgement(host: "127.0.0.1", port: port, bursts: rtt > 0 ? 30 : 100)
+                burst50[name, default: []].append(b.p50); burst99[name, default: []].append(b.p99)
+            }
+        }
+        for (label, values) in [("p50", burst50), ("p99", burst99)] {
+            table.append(["3 QoS 1 publishes at once, every 10 ms: last PUBACK \(label) (µs)", format(median(values["direct"]!), 1), format(median(values["mqbridge"]!), 1),
+                          format(median(values["stunnel"]!), 1), "", ""])
+        }
         let httpPaths: [(String, Int)] = [("direct", directHTTP), ("mqbridge", viaLinkHTTP), ("stunnel", viaStunnelHTTP)]
         for keepAlive in [true, false] {
             var results: [String: [Double]] = [:]
@@ -215,9 +228,9 @@ struct LinkBenchmark: ParsableCommand {
         let rssStunnel = stunnelPIDs.map(ProcessStats.rssKiB).reduce(0, +)
         table.append(["RSS after the run, both sites (MiB)", "—", format(Double(rssA + rssB) / 1024, 1), format(Double(rssStunnel) / 1024, 1), "", ""])
 
-        print(pad("case", 50) + pad("direct", 17) + pad("mqbridge", 17) + pad("stunnel", 17) + pad("ratio", 26) + "target")
-        print(String(repeating: "-", count: 141))
-        for row in table { print(pad(row[0], 50) + pad(row[1], 17) + pad(row[2], 17) + pad(row[3], 17) + pad(row[4], 26) + row[5]) }
+        print(pad("case", 62) + pad("direct", 17) + pad("mqbridge", 17) + pad("stunnel", 17) + pad("ratio", 26) + "target")
+        print(String(repeating: "-", count: 153))
+        for row in table { print(pad(row[0], 62) + pad(row[1], 17) + pad(row[2], 17) + pad(row[3], 17) + pad(row[4], 26) + row[5]) }
     }
 
 }

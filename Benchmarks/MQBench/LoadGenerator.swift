@@ -10,6 +10,8 @@ import TestSupport
 final class MosquittoClient: @unchecked Sendable {
     let handle: OpaquePointer
     let connected = Atomic<Bool>(false)
+    /// QoS 1 and 2 publications the broker has acknowledged (PUBACK / PUBCOMP).
+    let acknowledged = Atomic<Int>(0)
     var onMessage: ((UnsafePointer<mosquitto_message>) -> Void)?
 
     /// `noDelay` sets TCP_NODELAY, as paho-mqtt and most newer clients do; libmosquitto's
@@ -24,6 +26,9 @@ final class MosquittoClient: @unchecked Sendable {
         mosquitto_connect_callback_set(handle) { _, object, rc in
             let client = Unmanaged<MosquittoClient>.fromOpaque(object!).takeUnretainedValue()
             if rc == 0 { client.connected.store(true, ordering: .releasing) }
+        }
+        mosquitto_publish_callback_set(handle) { _, object, _ in
+            Unmanaged<MosquittoClient>.fromOpaque(object!).takeUnretainedValue().acknowledged.wrappingAdd(1, ordering: .releasing)
         }
         mosquitto_message_callback_set(handle) { _, object, message in
             let client = Unmanaged<MosquittoClient>.fromOpaque(object!).takeUnretainedValue()
@@ -222,6 +227,31 @@ enum Load {
         while receiver.received.load(ordering: .acquiring) < total && Date() < deadline { usleep(1000) }
         let (p50, p99) = receiver.percentiles()
         return (p50, p99, receiver.received.load(ordering: .acquiring), total)
+    }
+}
+
+extension Load {
+    /// A device's reporting pattern: `size` QoS 1 publications at once, then quiet until the
+    /// next burst `interval` later. Returns the p50 and p99 (µs) of the time from the first
+    /// PUBLISH of a burst to the PUBACK of its last. With Nagle on at the broker (mosquitto's
+    /// default) the last PUBACK waits for the client's delayed ACK of the one before it.
+    static func burstAcknowledgement(host: String, port: Int, bursts: Int, size: Int = 3, interval: Double = 0.01) throws -> (p50: Double, p99: Double) {
+        let client = try MosquittoClient(id: "burst-\(UUID().uuidString.prefix(8))", host: host, port: port, username: "bench")
+        let payload = [UInt8](repeating: 0x42, count: 64)
+        var times: [Double] = []
+        for burst in 0..<bursts {
+            let start = monotonicNanoseconds()
+            for _ in 0..<size { payload.withUnsafeBytes { client.publish("bench/burst", payload: $0, qos: 1) } }
+            let deadline = start + 1_000_000_000
+            while client.acknowledged.load(ordering: .acquiring) < (burst + 1) * size {
+                guard monotonicNanoseconds() < deadline else { throw BenchError("no PUBACK within 1 s from 127.0.0.1:\(port)") }
+                usleep(20)
+            }
+            times.append(Double(monotonicNanoseconds() - start) / 1000)
+            usleep(UInt32(interval * 1_000_000))
+        }
+        times.sort()
+        return (times[times.count / 2], times[min(times.count - 1, times.count * 99 / 100)])
     }
 }
 
