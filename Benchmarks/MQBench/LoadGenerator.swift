@@ -150,10 +150,13 @@ enum Load {
     /// The closed loop's window with the sites `rtt` milliseconds apart: what is in flight
     /// across the distance must not be what limits the rate (200 per millisecond of round
     /// trip, with the messages half a round trip on their way, allows 400,000 msg/s at any
-    /// distance), on top of the 2,000 that suit loopback.
+    /// distance), on top of the window that suits loopback.
     static func window(roundTripMilliseconds rtt: Double, base: Int? = nil) -> Int { (base ?? defaultWindow) + Int(rtt * 200) }
-    static let defaultWindow = 2000
-    static let windowHelp: ArgumentHelp = "Closed loop: at most this many messages published and not yet received (default 2,000, plus 200 per millisecond of --rtt). With too small a window a longer path waits on its own latency and leaves CPU idle."
+    /// Large enough that every path saturates both cores on loopback: at 2,000 (the window
+    /// until 2026-11-27) the proxy path left ~10 % of the CPU idle, waiting on its own latency,
+    /// so the rate measured the path's latency more than its cost.
+    static let defaultWindow = 20_000
+    static let windowHelp: ArgumentHelp = "Closed loop: at most this many messages published and not yet received (default 20,000, plus 200 per millisecond of --rtt). With too small a window a longer path waits on its own latency and leaves CPU idle."
 
 
     /// Closed-loop throughput: `publishers` clients publish as fast as they can while at most
