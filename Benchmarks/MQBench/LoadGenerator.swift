@@ -71,7 +71,6 @@ func monotonicNanoseconds() -> UInt64 {
     return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
 }
 
-/// Counts and latencies recorded by the subscriber.
 /// Closed-loop publishers wait here, asleep, until the subscriber has caught up. They used to
 /// spin on `sched_yield` instead: on two cores four spinning publishers took CPU from the
 /// broker and the proxy they were waiting for, the more so the longer the path, and the
@@ -105,6 +104,7 @@ final class WindowGate: @unchecked Sendable {
     }
 }
 
+/// Counts and latencies recorded by the subscriber.
 final class Receiver: @unchecked Sendable {
     let received = Atomic<Int>(0)
     let latencies: UnsafeMutablePointer<UInt64>
@@ -247,7 +247,7 @@ extension Load {
             for _ in 0..<size { payload.withUnsafeBytes { client.publish("bench/burst", payload: $0, qos: 1) } }
             let deadline = start + 1_000_000_000
             while client.acknowledged.load(ordering: .acquiring) < (burst + 1) * size {
-                guard monotonicNanoseconds() < deadline else { throw BenchError("no PUBACK within 1 s from 127.0.0.1:\(port)") }
+                guard monotonicNanoseconds() < deadline else { throw BenchError("no PUBACK within 1 s from \(host):\(port)") }
                 usleep(20)
             }
             times.append(Double(monotonicNanoseconds() - start) / 1000)

@@ -62,7 +62,8 @@ struct ProxyBenchmark: ParsableCommand {
         let direct = broker.port, proxy = bridge.port
         print("mqbridge proxy benchmark — mosquitto \(mosquittoVersion()) on 127.0.0.1, \(ProcessInfo.processInfo.activeProcessorCount) cores, median of \(rounds) rounds")
         print("direct: 127.0.0.1:\(direct)   mqbridge: 127.0.0.1:\(proxy) → \(direct)   haproxy (TCP mode, no parsing): 127.0.0.1:\(haproxyPort) → \(direct)   64-byte payloads")
-        print("throughput: closed loop, at most \(window ?? Load.defaultWindow) messages unreceived")
+        let closedLoopWindow = Load.window(roundTripMilliseconds: 0, base: window)
+        print("throughput: closed loop, at most \(closedLoopWindow) messages unreceived")
         print(pin ? "layout: load generator + mosquitto pinned to CPU 0; mqbridge (1 event loop) and haproxy pinned to CPU 1"
                   : "layout: all processes share all cores (the proxy competes with the load generator and the broker)")
         print("")
@@ -79,7 +80,7 @@ struct ProxyBenchmark: ParsableCommand {
             for _ in 0..<rounds {
                 for path in paths {
                     let p0 = path.pid.map(ProcessStats.cpuSeconds) ?? 0, b0 = ProcessStats.cpuSeconds(broker.pid)
-                    let r = try Load.throughput(host: "127.0.0.1", port: path.port, qos: qos, publishers: 4, seconds: seconds, window: window ?? Load.defaultWindow)
+                    let r = try Load.throughput(host: "127.0.0.1", port: path.port, qos: qos, publishers: 4, seconds: seconds, window: closedLoopWindow)
                     let p1 = path.pid.map(ProcessStats.cpuSeconds) ?? 0, b1 = ProcessStats.cpuSeconds(broker.pid)
                     let messages = Double(max(r.messages, 1))
                     rates[path.name, default: []].append(r.messagesPerSecond)

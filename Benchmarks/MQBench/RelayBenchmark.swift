@@ -15,7 +15,6 @@ struct RelayBenchmark: ParsableCommand {
     var seconds: Double { measurement.seconds }
     var rounds: Int { measurement.rounds }
     @Option(help: "Messages per second for the latency cases.") var rate: Int = 2000
-    @Option(help: Load.windowHelp) var window: Int?
     @Option(help: "Every broker's max_inflight_messages (mosquitto's default is 20): how many QoS 1 messages a broker sends a relay or bridge before it waits for acknowledgements.")
     var brokerInflight: Int = 100
     @Flag(help: "TCP_NODELAY outside the bridges too: on the load clients and on every broker (`set_tcp_nodelay true`). By default both leave Nagle on, and a QoS 0 message that nothing answers can wait for a delayed ACK at broker A and at the subscriber, on both paths alike; with this flag the latency rows show what the bridges add.")
@@ -104,7 +103,7 @@ struct RelayBenchmark: ParsableCommand {
         print("publishers → broker A → {mqbridge A → link → mqbridge B | mosquitto bridge over TLS 1.3} → broker B → subscriber")
         print("mqbridge QoS 1 is durable (fsync before the broker is acknowledged); mosquitto's bridge keeps its queue in memory")
         print(rtt > 0 ? "between the sites: \(format(rtt, 1)) ms round trip (a delay line, both paths)" : "between the sites: loopback")
-        print("throughput: closed loop, at most \(Load.window(roundTripMilliseconds: rtt, base: window)) messages unreceived")
+        print("throughput: closed loop, at most \(Load.window(roundTripMilliseconds: rtt, base: measurement.window)) messages unreceived")
         print("every broker: max_inflight_messages \(brokerInflight), max_queued_messages 0 (unlimited)\(noDelay ? ", set_tcp_nodelay true; load clients with TCP_NODELAY" : "")")
         print("")
         let paths: [(String, Int, Int, [Int32])] = [
@@ -118,7 +117,7 @@ struct RelayBenchmark: ParsableCommand {
                 for (name, publishPort, subscribePort, pids) in paths {
                     let before = pids.map(ProcessStats.cpuSeconds)
                     let t = try Load.throughput(host: "127.0.0.1", port: publishPort, subscribePort: subscribePort, qos: qos, publishers: 4, seconds: seconds,
-                                                 window: Load.window(roundTripMilliseconds: rtt, base: window))
+                                                 window: Load.window(roundTripMilliseconds: rtt, base: measurement.window))
                     let perMessage = zip(pids.map(ProcessStats.cpuSeconds), before).map { ($0 - $1) / Double(max(t.messages, 1)) * 1e6 }
                     rates[name, default: []].append(t.messagesPerSecond)
                     cpu[name, default: []].append(perMessage.reduce(0, +))
