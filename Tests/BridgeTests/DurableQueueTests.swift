@@ -127,6 +127,81 @@ struct DurableQueueTests {
         reopened.close()
     }
 
+    @Test("Acknowledgements in any order, some before the disk, across the gap a recovery leaves and across segments: pending, floor, depth and segment deletion stay exact", arguments: [UInt64(1), 2, 3])
+    func acknowledgementsInAnyOrder(seed: UInt64) async throws {
+        let dir = directory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var g = SeededGenerator(seed: seed)
+        let configuration = DurableQueue.Configuration(directory: dir, segmentSize: 4096)
+        var queue = try DurableQueue(configuration: configuration)
+        var batches = writtenBatches(of: queue)
+        // The model: what is pending, by sequence, with its size.
+        var model: [UInt64: Int] = [:]
+        func append(_ count: Int) -> [UInt64] {
+            (0..<count).map { i in
+                let m = message(i, size: Int.random(in: 1...80, using: &g))
+                guard case .success(let sequence) = queue.tryAppend(m) else { Issue.record("append refused"); return 0 }
+                model[sequence] = m.encodedSize
+                return sequence
+            }
+        }
+        func acknowledge(_ sequences: [UInt64]) {
+            var rest = sequences.shuffled(using: &g)
+            while !rest.isEmpty {
+                let chunk = Array(rest.prefix(Int.random(in: 1...9, using: &g)))
+                rest.removeFirst(chunk.count)
+                // Some twice, and one never given out: both are ignored.
+                queue.acknowledge(chunk + [chunk[0], 999_999_999])
+                for sequence in chunk { model[sequence] = nil }
+            }
+        }
+        func check(_ context: String) {
+            let sorted = model.keys.sorted()
+            #expect(queue.pending(after: 0, limit: 100_000).map(\.sequence) == sorted, "\(context)")
+            #expect(queue.depth.messages == model.count, "\(context)")
+            #expect(queue.depth.bytes == model.values.reduce(0, +), "\(context)")
+            #expect(queue.floor == sorted.first ?? queue.lastSequence + 1, "\(context)")
+            if let middle = sorted.dropFirst(sorted.count / 2).first {
+                #expect(queue.pending(after: middle, limit: 100_000).map(\.sequence) == sorted.filter { $0 > middle }, "\(context)")
+            }
+        }
+
+        let first = append(300)
+        #expect(try await written(first.last!, in: batches))
+        acknowledge(first.filter { _ in Bool.random(using: &g) })
+        check("after out-of-order acknowledgements")
+        try await Task.sleep(for: .milliseconds(100))
+        queue.close()
+
+        // Recovery leaves a gap of `earlySendWindow` sequences: positions and sequences part.
+        queue = try DurableQueue(configuration: configuration)
+        batches = writtenBatches(of: queue)
+        check("after recovery")
+        let second = append(200)
+        #expect(second.first == first.last! + 1 + DurableQueue.earlySendWindow)
+        // Half of them acknowledged at once, most likely before their batch is on disk (a QoS 1
+        // message goes to the peer early, and the peer may answer before the fsync).
+        acknowledge(second.filter { _ in Bool.random(using: &g) })
+        check("after early acknowledgements")
+        #expect(try await written(second.last!, in: batches))
+        check("once on disk")
+        acknowledge(Array(model.keys))
+        check("all acknowledged")
+        // Every segment but the current one goes once nothing in it is pending.
+        _ = append(1)
+        let deadline = Date().addingTimeInterval(10)
+        var segments: [String] = []
+        repeat {
+            try await Task.sleep(for: .milliseconds(20))
+            segments = try FileManager.default.contentsOfDirectory(atPath: dir).filter { $0.hasSuffix(".log") }
+        } while segments.count > 1 && Date() < deadline
+        #expect(segments.count == 1, "\(segments)")
+        queue.close()
+        let reopened = try DurableQueue(configuration: configuration)
+        #expect(reopened.pending(after: 0, limit: 1000).map(\.sequence) == model.keys.sorted())
+        reopened.close()
+    }
+
     @Test("A torn tail (half a record) is cut off at recovery; whole records survive")
     func tornTail() async throws {
         let dir = directory()
