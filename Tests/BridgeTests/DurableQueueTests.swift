@@ -202,6 +202,34 @@ struct DurableQueueTests {
         reopened.close()
     }
 
+    @Test("One message left unacknowledged at the head does not keep the thousands acknowledged behind it; lookups still find every sequence")
+    func stuckHead() async throws {
+        let dir = directory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let queue = try DurableQueue(configuration: .init(directory: dir))
+        let batches = writtenBatches(of: queue)
+        var sequences: [UInt64] = []
+        for i in 0..<20_000 {
+            guard case .success(let sequence) = queue.tryAppend(message(i, size: 8)) else { Issue.record("append refused"); return }
+            sequences.append(sequence)
+        }
+        #expect(try await written(sequences.last!, in: batches))
+        // Everything but the first and every thousandth, in order, a hundred at a time.
+        let kept = Set(sequences.enumerated().filter { $0.offset % 1000 == 0 }.map(\.element))
+        let acknowledged = sequences.filter { !kept.contains($0) }
+        stride(from: 0, to: acknowledged.count, by: 100).forEach { queue.acknowledge(Array(acknowledged[$0..<min($0 + 100, acknowledged.count)])) }
+        #expect(queue.depth.messages == kept.count)
+        #expect(queue.retainedSlots < 4 * kept.count + 4097, "\(queue.retainedSlots) places kept for \(kept.count) messages")
+        #expect(queue.pending(after: 0, limit: 100).map(\.sequence) == kept.sorted())
+        #expect(queue.floor == sequences[0])
+        // Found by bisection now: acknowledging the kept ones one by one empties the queue.
+        for sequence in kept.sorted().reversed() { queue.acknowledge([sequence]) }
+        #expect(queue.depth.messages == 0)
+        #expect(queue.depth.bytes == 0)
+        #expect(queue.floor == sequences.last! + 1)
+        queue.close()
+    }
+
     @Test("A torn tail (half a record) is cut off at recovery; whole records survive")
     func tornTail() async throws {
         let dir = directory()

@@ -166,7 +166,14 @@ public final class DurableQueue: @unchecked Sendable {
         /// Moves the head past settled entries, and lets go of them now and then.
         mutating func trimHead() {
             while entriesStart < entries.count && entries[entriesStart].message == nil { entriesStart += 1 }
-            if entriesStart > 4096 && entriesStart * 2 > entries.count {
+            let slots = entries.count - entriesStart
+            if slots > 4096 && slots > 4 * pendingCount {
+                // Mostly holes behind a message that stays unacknowledged (its remote broker
+                // has not answered): keep only what is pending. Positions then lag sequences
+                // more, which `index(of:)` bisects.
+                entries = entries[entriesStart...].filter { $0.message != nil }
+                entriesStart = 0
+            } else if entriesStart > 4096 && entriesStart * 2 > entries.count {
                 entries.removeFirst(entriesStart)
                 entriesStart = 0
             }
@@ -344,6 +351,9 @@ public final class DurableQueue: @unchecked Sendable {
 
     /// The last sequence assigned (0 if none yet).
     public var lastSequence: UInt64 { state.withLockedValue { $0.nextSequence - 1 } }
+
+    /// Tests: places kept for messages, pending or acknowledged behind a pending one.
+    var retainedSlots: Int { state.withLockedValue { $0.entries.count - $0.entriesStart } }
 
     /// Number of unacknowledged messages and their bytes.
     public var depth: (messages: Int, bytes: Int) { state.withLockedValue { ($0.pendingCount, $0.queuedBytes) } }
