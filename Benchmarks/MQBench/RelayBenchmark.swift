@@ -133,6 +133,11 @@ struct RelayBenchmark: ParsableCommand {
             // Where the mqbridge path spends it: the relays' share against the brokers'.
             let parts = (0..<4).map { i in format(median(split.map { $0[i] }), 1) }
             table.append(["    relay A / relay B / broker A / broker B (µs)", parts.joined(separator: " / "), "", "", ""])
+            // The most any relay could reach here: the rate if both relays cost nothing and the
+            // brokers beside them spent what they did (an upper bound: the load generator's
+            // CPU, the same on both paths, would bring it closer to 1).
+            let bounds = zip(cpu["mosquitto"]!, split).map { $0 / max($1[2] + $1[3], 0.001) }
+            table.append(["    with relays that cost nothing, at most", "", "", "\(format(median(bounds), 2))×", ""])
         }
         for qos in [Int32(0), 1, 2] {
             var p50: [String: [Double]] = [:], p99: [String: [Double]] = [:]
