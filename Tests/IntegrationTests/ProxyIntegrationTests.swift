@@ -129,6 +129,44 @@ struct ProxyIntegrationTests {
         _ = try TestEnvironment.run(["mosquitto_pub", "-h", "127.0.0.1", "-p", port, "-u", "bob", "-t", "sensors/kept", "-n", "-r"])
     }
 
+    @Test("The packet and byte counters count every packet, per direction and type, and the bytes exactly")
+    func packetCounters() throws {
+        let site = try Site()
+        defer { site.stop() }
+        let port = "\(site.bridge.port)"
+        let count = 200
+        let sub = try site.broker.awaitSubscription(to: "sensors/#") {
+            try ChildProcess(["mosquitto_sub", "-h", "127.0.0.1", "-p", port, "-V", "mqttv311", "-u", "alice", "-t", "sensors/#", "-q", "1", "-C", "\(count)"],
+                             log: site.bridge.directory.appendingPathComponent("sub.log"))
+        }
+        defer { sub.stop() }
+        // One connection, 200 QoS 1 PUBLISHes of 19 bytes (sensors/n, a packet id, "m000"…).
+        let lines = (0..<count).map { String(format: "m%03d", $0) }.joined(separator: "\n") + "\n"
+        let pub = try TestEnvironment.run(["mosquitto_pub", "-h", "127.0.0.1", "-p", port, "-V", "mqttv311", "-u", "bob", "-t", "sensors/n", "-q", "1", "-l"],
+                                          stdin: Data(lines.utf8))
+        #expect(pub.status == 0, "\(pub.stderr)")
+        #expect(sub.wait(timeout: 30) != nil, "the subscriber got \(sub.log.split(separator: "\n").count)")
+        func packets(_ direction: String, _ type: String) -> Double? {
+            try? site.bridge.metric("mqbridge_packets_total{direction=\"\(direction)\",type=\"\(type)\"}")
+        }
+        let expected: [(String, String, Double)] = [
+            ("client_to_broker", "PUBLISH", Double(count)), ("broker_to_client", "PUBLISH", Double(count)),
+            ("client_to_broker", "PUBACK", Double(count)), ("broker_to_client", "PUBACK", Double(count)),
+            ("client_to_broker", "CONNECT", 2), ("broker_to_client", "CONNACK", 2),
+            ("client_to_broker", "SUBSCRIBE", 1), ("broker_to_client", "SUBACK", 1),
+        ]
+        // The subscriber's last PUBACK may still be on its way into the bridge.
+        let settled = TestEnvironment.waitUntil(timeout: 10) { expected.allSatisfy { packets($0.0, $0.1) == $0.2 } }
+        #expect(settled, "\(expected.map { "\($0.0) \($0.1): \(String(describing: packets($0.0, $0.1))) (expected \($0.2))" })")
+        // Towards the clients: 200 deliveries of 19 bytes and 200 PUBACKs of 4 to the
+        // publisher, two CONNACKs of 4 and a SUBACK of 5 (3.1.1), nothing else.
+        #expect(try site.bridge.metric("mqbridge_bytes_total{direction=\"broker_to_client\"}") == Double(count * 19 + count * 4 + 2 * 4 + 5))
+        // Towards the broker: the same PUBLISHes and PUBACKs, and two CONNECTs, a SUBSCRIBE and
+        // the DISCONNECTs, whose sizes depend on the generated client ids.
+        let toBroker = try #require(try site.bridge.metric("mqbridge_bytes_total{direction=\"client_to_broker\"}"))
+        #expect(toBroker >= Double(count * 19 + count * 4) && toBroker <= Double(count * 19 + count * 4 + 200), "\(toBroker)")
+    }
+
     @Test("A will is published on abrupt disconnect; a will on a forbidden topic is refused at CONNECT", arguments: ["311", "5"])
     func will(protocolVersion: String) throws {
         let site = try Site(metrics: false)
