@@ -167,6 +167,77 @@ struct ProxyIntegrationTests {
         #expect(toBroker >= Double(count * 19 + count * 4) && toBroker <= Double(count * 19 + count * 4 + 200), "\(toBroker)")
     }
 
+    /// CONNECT as bob with client id `id` (3.1.1 or 5.0, clean session, keep-alive 60 s).
+    static func connectAsBob(_ id: String, v5: Bool) -> [UInt8] {
+        let variable: [UInt8] = [0, 4] + Array("MQTT".utf8) + [v5 ? 5 : 4, 0x82, 0, 60] + (v5 ? [0] : [])
+        let payload: [UInt8] = [0, UInt8(id.utf8.count)] + Array(id.utf8) + [0, 3] + Array("bob".utf8)
+        return [0x10, UInt8(variable.count + payload.count)] + variable + payload
+    }
+
+    /// How many connections the broker has logged.
+    static func connections(_ broker: MosquittoBroker) -> Int {
+        broker.log.split(separator: "\n").filter { $0.contains("New connection from") }.count
+    }
+
+    @Test("No CONNECT within connect_timeout (nothing sent, or half a CONNECT): closed, counted and logged; the broker never hears of it")
+    func connectTimeout() throws {
+        let site = try Site(proxyOptions: ["connect_timeout: 500ms"])
+        defer { site.stop() }
+        let before = Self.connections(site.broker)
+        let start = Date()
+        let silent = try TCPTestClient(port: site.bridge.port, timeout: 10)
+        let partial = try TCPTestClient(port: site.bridge.port, timeout: 10)
+        try partial.send(Array(Self.connectAsBob("slow", v5: false).prefix(6)))
+        let fromSilent = silent.receive()
+        let fromPartial = partial.receive()
+        let elapsed = Date().timeIntervalSince(start)
+        #expect(fromSilent.received.isEmpty && fromPartial.received.isEmpty)
+        #expect(fromSilent.ending != .other && fromPartial.ending != .other, "still open after \(elapsed) s")
+        #expect(elapsed >= 0.4 && elapsed < 8, "closed after \(elapsed) s")
+        #expect(TestEnvironment.waitUntil(timeout: 10) { (try? site.bridge.metric("mqbridge_connect_timeouts_total")) == 2 })
+        #expect(site.bridge.lines(event: "connect_timeout").count == 2)
+        #expect(Self.connections(site.broker) == before)
+        // A client that does send its CONNECT in time is not affected.
+        let quick = try TCPTestClient(port: site.bridge.port, timeout: 10)
+        try quick.send(Self.connectAsBob("quick", v5: false))
+        #expect(quick.receive(atMost: 4).received == [0x20, 0x02, 0x00, 0x00])
+    }
+
+    @Test("The broker cannot be reached: CONNACK 'server unavailable' (3.1.1 0x03, 5.0 0x88), then close; counted and logged")
+    func brokerUnreachable() throws {
+        // A port nothing listens on.
+        let nowhere = try TestEnvironment.freePort()
+        let bridge = try BridgeProcess(["run", "--listen", "127.0.0.1:0", "--broker", "127.0.0.1:\(nowhere)", "--acl",
+                                        try TestEnvironment.temporaryFile(Self.aclText, name: "site.acl"), "--metrics", "127.0.0.1:0"], expectMetrics: true)
+        defer { bridge.stop() }
+        let v311 = try TestEnvironment.tcpExchangeWithEnding(port: bridge.port, send: Self.connectAsBob("u1", v5: false), halfClose: false)
+        #expect(v311.received == [0x20, 0x02, 0x00, 0x03])
+        let v5 = try TestEnvironment.tcpExchangeWithEnding(port: bridge.port, send: Self.connectAsBob("u2", v5: true), halfClose: false)
+        #expect(v5.received == [0x20, 0x03, 0x00, 0x88, 0x00])
+        // Closed after the CONNACK.
+        let client = try TCPTestClient(port: bridge.port, timeout: 10)
+        try client.send(Self.connectAsBob("u3", v5: false))
+        let third = client.receive()
+        #expect(third.received == [0x20, 0x02, 0x00, 0x03])
+        #expect(third.ending != .other)
+        #expect(TestEnvironment.waitUntil(timeout: 10) { (try? bridge.metric(#"mqbridge_upstream_errors_total{kind="connect_failed"}"#)) == 3 })
+        #expect(bridge.lines(event: "upstream_connect_failed").count == 3)
+    }
+
+    @Test("The broker goes away under a connected client: the client's connection is closed, and it is counted")
+    func brokerGone() throws {
+        let site = try Site()
+        defer { site.stop() }
+        let client = try TCPTestClient(port: site.bridge.port, timeout: 10)
+        try client.send(Self.connectAsBob("stays", v5: false))
+        #expect(client.receive(atMost: 4).received == [0x20, 0x02, 0x00, 0x00])
+        site.broker.stop()
+        let rest = client.receive()
+        #expect(rest.received.isEmpty)
+        #expect(rest.ending != .other, "the client's connection stayed open")
+        #expect(TestEnvironment.waitUntil(timeout: 10) { (try? site.bridge.metric(#"mqbridge_upstream_errors_total{kind="closed_by_broker"}"#)) == 1 })
+    }
+
     @Test("A will is published on abrupt disconnect; a will on a forbidden topic is refused at CONNECT", arguments: ["311", "5"])
     func will(protocolVersion: String) throws {
         let site = try Site(metrics: false)
