@@ -177,11 +177,15 @@ final class RelayBrokerClient {
             pump()
         case .publish(let publish):
             let id = publish.packetIdentifier
+            // The closure keeps the QoS, not the PUBLISH: it lives until the message is on
+            // disk (~2 ms), and the PUBLISH's payload is a slice of the socket's read buffer,
+            // which NIO can then not reuse, so every read allocated a new one.
+            let qos = publish.qos
             let loopBound = NIOLoopBound(self, eventLoop: eventLoop)
             onMessage?(Incoming(publish: publish, acknowledge: {
                 guard let id else { return }  // QoS 0: nothing to answer
                 let client = loopBound.value
-                client.acknowledge(publish.qos, id)
+                client.acknowledge(qos, id)
                 client.flushRequest.request(for: client)
             }))
         case .pubRel(let rel):
