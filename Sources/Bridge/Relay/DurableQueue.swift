@@ -134,22 +134,23 @@ public final class DurableQueue: @unchecked Sendable {
             let distance = sequence - first
             let upper = distance < UInt64(entries.count - entriesStart) ? entriesStart + Int(distance) : entries.count - 1
             if entries[upper].sequence == sequence { return upper }
-            var low = entriesStart
-            var high = upper
-            while low < high {
-                let middle = (low + high) / 2
-                if entries[middle].sequence < sequence { low = middle + 1 } else { high = middle }
-            }
-            return entries[low].sequence == sequence ? low : nil
+            let found = firstIndex(where: { $0 >= sequence }, before: upper)
+            return entries[found].sequence == sequence ? found : nil
         }
 
         /// The first position holding a sequence above `after`.
         func firstIndex(after: UInt64) -> Int {
+            firstIndex(where: { $0 > after }, before: entries.count)
+        }
+
+        /// Bisection: the first position from `entriesStart` on, and before `end`, whose
+        /// sequence meets `condition` (`end` if none; sequences only grow along `entries`).
+        private func firstIndex(where condition: (UInt64) -> Bool, before end: Int) -> Int {
             var low = entriesStart
-            var high = entries.count
+            var high = end
             while low < high {
                 let middle = (low + high) / 2
-                if entries[middle].sequence <= after { low = middle + 1 } else { high = middle }
+                if condition(entries[middle].sequence) { high = middle } else { low = middle + 1 }
             }
             return low
         }
@@ -671,23 +672,13 @@ public final class DurableQueue: @unchecked Sendable {
         let (rotateTo, onDurable, deleteSegments): (Int?, (@Sendable (UInt64, AppendError?) -> Void)?, Bool) = state.withLockedValue { state in
             if failure == nil, let lastSequence { state.durableUpTo = max(state.durableUpTo, lastSequence) }
             var onDisk = 0
-            var next = 0  // batch records are in sequence order: search on from the last found
             for write in batch {
                 if failure != nil, let released = write.released, state.unreleased[released.packetID] == nil {
                     // Not on disk: the packet id is held until a release of it is.
                     state.unreleased[released.packetID] = released.sequence
                 }
-                guard let sequence = write.sequence else { continue }
-                let index: Int
-                if next < state.entries.count, next >= state.entriesStart, state.entries[next].sequence == sequence {
-                    index = next
-                } else if let found = state.index(of: sequence) {
-                    index = found
-                } else {
-                    continue
-                }
-                next = index + 1
-                guard let message = state.entries[index].message else { continue }
+                guard let sequence = write.sequence, let index = state.index(of: sequence),
+                      let message = state.entries[index].message else { continue }
                 if failure != nil {
                     // Not on disk, and not acknowledged to the broker, which sends it again
                     // (the relay reconnects on the error): that will be the message. Kept, it
