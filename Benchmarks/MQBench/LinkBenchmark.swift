@@ -194,14 +194,8 @@ struct LinkBenchmark: ParsableCommand {
         }
         // A device publishing a few readings at once (see `Load.burstAcknowledgement`). Bursts
         // wait out the distance too, so fewer of them at a distance.
-        var burst50: [String: [Double]] = [:], burst99: [String: [Double]] = [:]
-        for _ in 0..<rounds {
-            for (name, port, _) in paths {
-                let b = try Load.burstAcknowledgement(host: "127.0.0.1", port: port, bursts: rtt > 0 ? 30 : 100)
-                burst50[name, default: []].append(b.p50); burst99[name, default: []].append(b.p99)
-            }
-        }
-        for (label, values) in [("p50", burst50), ("p99", burst99)] {
+        let burst = try Load.burstAcknowledgements(paths: paths.map { ($0.0, $0.1) }, rounds: rounds, bursts: rtt > 0 ? 30 : 100)
+        for (label, values) in [("p50", burst.p50), ("p99", burst.p99)] {
             table.append(["3 QoS 1 publishes at once, every 10 ms: last PUBACK \(label) (µs)", format(median(values["direct"]!), 1), format(median(values["mqbridge"]!), 1),
                           format(median(values["stunnel"]!), 1), "", ""])
         }

@@ -256,6 +256,20 @@ extension Load {
         times.sort()
         return (times[times.count / 2], times[min(times.count - 1, times.count * 99 / 100)])
     }
+
+    /// `burstAcknowledgement` on every path, `rounds` times: each path's p50s and p99s.
+    static func burstAcknowledgements(paths: [(name: String, port: Int)], rounds: Int, bursts: Int) throws
+        -> (p50: [String: [Double]], p99: [String: [Double]]) {
+        var p50: [String: [Double]] = [:], p99: [String: [Double]] = [:]
+        for _ in 0..<rounds {
+            for path in paths {
+                let b = try burstAcknowledgement(host: "127.0.0.1", port: path.port, bursts: bursts)
+                p50[path.name, default: []].append(b.p50)
+                p99[path.name, default: []].append(b.p99)
+            }
+        }
+        return (p50, p99)
+    }
 }
 
 /// CPU time and RSS of a process, from /proc.
