@@ -167,13 +167,6 @@ struct ProxyIntegrationTests {
         #expect(toBroker >= Double(count * 19 + count * 4) && toBroker <= Double(count * 19 + count * 4 + 200), "\(toBroker)")
     }
 
-    /// CONNECT as bob with client id `id` (3.1.1 or 5.0, clean session, keep-alive 60 s).
-    static func connectAsBob(_ id: String, v5: Bool) -> [UInt8] {
-        let variable: [UInt8] = [0, 4] + Array("MQTT".utf8) + [v5 ? 5 : 4, 0x82, 0, 60] + (v5 ? [0] : [])
-        let payload: [UInt8] = [0, UInt8(id.utf8.count)] + Array(id.utf8) + [0, 3] + Array("bob".utf8)
-        return [0x10, UInt8(variable.count + payload.count)] + variable + payload
-    }
-
     /// How many connections the broker has logged.
     static func connections(_ broker: MosquittoBroker) -> Int {
         broker.log.split(separator: "\n").filter { $0.contains("New connection from") }.count
@@ -187,7 +180,7 @@ struct ProxyIntegrationTests {
         let start = Date()
         let silent = try TCPTestClient(port: site.bridge.port, timeout: 10)
         let partial = try TCPTestClient(port: site.bridge.port, timeout: 10)
-        try partial.send(Array(Self.connectAsBob("slow", v5: false).prefix(6)))
+        try partial.send(Array(MQTTTestPackets.connect311(clientID: "slow", username: "bob").prefix(6)))
         let fromSilent = silent.receive()
         let fromPartial = partial.receive()
         let elapsed = Date().timeIntervalSince(start)
@@ -199,8 +192,8 @@ struct ProxyIntegrationTests {
         #expect(Self.connections(site.broker) == before)
         // A client that does send its CONNECT in time is not affected.
         let quick = try TCPTestClient(port: site.bridge.port, timeout: 10)
-        try quick.send(Self.connectAsBob("quick", v5: false))
-        #expect(quick.receive(atMost: 4).received == [0x20, 0x02, 0x00, 0x00])
+        try quick.send(MQTTTestPackets.connect311(clientID: "quick", username: "bob"))
+        #expect(quick.receive(atMost: 4).received == MQTTTestPackets.connackAccepted311)
     }
 
     @Test("The broker cannot be reached: CONNACK 'server unavailable' (3.1.1 0x03, 5.0 0x88), then close; counted and logged")
@@ -210,13 +203,13 @@ struct ProxyIntegrationTests {
         let bridge = try BridgeProcess(["run", "--listen", "127.0.0.1:0", "--broker", "127.0.0.1:\(nowhere)", "--acl",
                                         try TestEnvironment.temporaryFile(Self.aclText, name: "site.acl"), "--metrics", "127.0.0.1:0"], expectMetrics: true)
         defer { bridge.stop() }
-        let v311 = try TestEnvironment.tcpExchangeWithEnding(port: bridge.port, send: Self.connectAsBob("u1", v5: false), halfClose: false)
+        let v311 = try TestEnvironment.tcpExchangeWithEnding(port: bridge.port, send: MQTTTestPackets.connect311(clientID: "u1", username: "bob"), halfClose: false)
         #expect(v311.received == [0x20, 0x02, 0x00, 0x03])
-        let v5 = try TestEnvironment.tcpExchangeWithEnding(port: bridge.port, send: Self.connectAsBob("u2", v5: true), halfClose: false)
+        let v5 = try TestEnvironment.tcpExchangeWithEnding(port: bridge.port, send: MQTTTestPackets.connect5(clientID: "u2", username: "bob"), halfClose: false)
         #expect(v5.received == [0x20, 0x03, 0x00, 0x88, 0x00])
         // Closed after the CONNACK.
         let client = try TCPTestClient(port: bridge.port, timeout: 10)
-        try client.send(Self.connectAsBob("u3", v5: false))
+        try client.send(MQTTTestPackets.connect311(clientID: "u3", username: "bob"))
         let third = client.receive()
         #expect(third.received == [0x20, 0x02, 0x00, 0x03])
         #expect(third.ending != .other)
@@ -229,8 +222,8 @@ struct ProxyIntegrationTests {
         let site = try Site()
         defer { site.stop() }
         let client = try TCPTestClient(port: site.bridge.port, timeout: 10)
-        try client.send(Self.connectAsBob("stays", v5: false))
-        #expect(client.receive(atMost: 4).received == [0x20, 0x02, 0x00, 0x00])
+        try client.send(MQTTTestPackets.connect311(clientID: "stays", username: "bob"))
+        #expect(client.receive(atMost: 4).received == MQTTTestPackets.connackAccepted311)
         site.broker.stop()
         let rest = client.receive()
         #expect(rest.received.isEmpty)

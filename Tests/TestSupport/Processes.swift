@@ -320,9 +320,18 @@ extension ChildProcess {
 public enum MQTTTestPackets {
     /// A 3.1.1 CONNECT with clean session, keepalive 60 s, and a username if given.
     public static func connect311(clientID: String, username: String? = nil) -> [UInt8] {
+        connect(level: 4, properties: [], clientID: clientID, username: username)
+    }
+
+    /// The same in 5.0 (Clean Start, no properties).
+    public static func connect5(clientID: String, username: String? = nil) -> [UInt8] {
+        connect(level: 5, properties: [0], clientID: clientID, username: username)
+    }
+
+    private static func connect(level: UInt8, properties: [UInt8], clientID: String, username: String?) -> [UInt8] {
         func string(_ text: String) -> [UInt8] { [UInt8(text.utf8.count >> 8), UInt8(text.utf8.count & 0xFF)] + Array(text.utf8) }
         let flags: UInt8 = 0x02 | (username == nil ? 0 : 0x80)
-        let body = string("MQTT") + [4, flags, 0, 60] + string(clientID) + (username.map(string) ?? [])
+        let body = string("MQTT") + [level, flags, 0, 60] + properties + string(clientID) + (username.map(string) ?? [])
         precondition(body.count < 128, "one-byte remaining length only")
         return [0x10, UInt8(body.count)] + body
     }
