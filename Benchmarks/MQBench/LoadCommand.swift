@@ -15,6 +15,7 @@ struct LoadCommand: ParsableCommand {
     @Option(help: "Seconds.") var seconds: Double = 5
     @Option(help: Load.windowHelp) var window = Load.defaultWindow
     @Flag(help: "Set TCP_NODELAY on the clients (libmosquitto leaves Nagle on).") var noDelay = false
+    @Option(help: "QoS 1 and 2 messages each publisher may leave unacknowledged (closed loop only).") var publisherInflight: UInt32 = 100
     @Option(help: "Open loop at this many messages per second (one publisher); prints latency p50/p99 instead of the rate.") var rate: Int?
 
     func run() throws {
@@ -24,7 +25,8 @@ struct LoadCommand: ParsableCommand {
             print("latency p50 \(String(format: "%.1f", l.p50)) µs, p99 \(String(format: "%.1f", l.p99)) µs (\(l.received)/\(l.sent) received)")
             return
         }
-        let t = try Load.throughput(host: host, port: port, subscribeHost: subscribeHost, subscribePort: subscribePort, qos: qos, publishers: publishers, seconds: seconds, window: window)
+        let t = try Load.throughput(host: host, port: port, subscribeHost: subscribeHost, subscribePort: subscribePort, qos: qos, publishers: publishers, seconds: seconds, window: window,
+                                    publisherInflight: publisherInflight)
         print("\(Int(t.messagesPerSecond)) msg/s (\(t.messages) messages in \(String(format: "%.2f", t.seconds)) s)")
     }
 }

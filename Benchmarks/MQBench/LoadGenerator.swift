@@ -163,15 +163,17 @@ enum Load {
     /// `window` messages are unreceived, for `seconds`; the rate is what the subscriber got.
     /// `subscribeHost`, `subscribePort`: where the subscriber connects, if not `host`, `port`
     /// (a relay between brokers).
+    /// `publisherInflight`: QoS 1 and 2 messages each publisher leaves unacknowledged before
+    /// libmosquitto holds the next ones back (its own default is 20).
     static func throughput(host: String, port: Int, subscribeHost: String? = nil, subscribePort: Int? = nil, qos: Int32, publishers: Int, seconds: Double, payloadSize: Int = 64,
-                           window: Int = defaultWindow) throws -> Throughput {
+                           window: Int = defaultWindow, publisherInflight: UInt32 = 100) throws -> Throughput {
         let receiver = Receiver(capacity: 0, recordLatency: false)
         let subscriber = try MosquittoClient(id: "bench-sub-\(UUID().uuidString.prefix(8))", host: subscribeHost ?? host, port: subscribePort ?? port, username: "bench")
         subscriber.onMessage = { receiver.record($0) }
         subscriber.subscribe("bench/t/#", qos: qos)
         usleep(200_000)
         let clients = try (0..<publishers).map { i in
-            try MosquittoClient(id: "bench-pub-\(i)-\(UUID().uuidString.prefix(8))", host: host, port: port, username: "bench")
+            try MosquittoClient(id: "bench-pub-\(i)-\(UUID().uuidString.prefix(8))", host: host, port: port, username: "bench", maxInflight: publisherInflight)
         }
         let published = Atomic<Int>(0)
         let stop = Atomic<Bool>(false)
