@@ -14,6 +14,8 @@ struct PairCommand: AsyncParsableCommand {
         Site B:  mqbridge pair join --identity DIR --code mqbp1-…
         Both print the same six-digit comparison code; compare them (by phone). The peer is
         written to DIR/peers.yaml, which `mqbridge run` reads with the configuration.
+        The code ends in a check: one that was not copied whole is refused before anything
+        is dialled, and does not count as one of the inviter's three wrong attempts.
         """,
         subcommands: [Invite.self, Join.self]
     )

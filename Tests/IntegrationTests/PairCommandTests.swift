@@ -1,3 +1,4 @@
+import Bridge
 import Foundation
 import TestSupport
 import Testing
@@ -64,11 +65,11 @@ struct PairCommandTests {
         let sites = try Sites()
         defer { try? FileManager.default.removeItem(at: sites.directory) }
         let (inviter, code) = try sites.invite()
-        // Same address and pin, another secret: decode, change one secret byte, encode.
-        var chars = Array(code)
-        let index = "mqbp1-".count + 8  // inside the secret
-        chars[index] = chars[index] == "a" ? "b" : "a"
-        let tampered = String(chars)
+        // Same address and pin, another secret, a valid check: what someone who saw the
+        // inviter's address and key, but not the code, could make.
+        var forged = try PairingCode(parsing: code)
+        forged.secret[0] ^= 0x01
+        let tampered = forged.description
         for _ in 0..<3 {
             let r = try sites.join(tampered)
             #expect(r.status == 2)
@@ -79,6 +80,33 @@ struct PairCommandTests {
         #expect(inviter.log.contains("three wrong pairing attempts"))
         #expect(!FileManager.default.fileExists(atPath: sites.path("a/peers.yaml")))
         #expect(!FileManager.default.fileExists(atPath: sites.path("b/peers.yaml")))
+    }
+
+    @Test("A mistyped code is refused before anything is dialled; the inviter still takes the right one")
+    func mistyped() throws {
+        let sites = try Sites()
+        defer { try? FileManager.default.removeItem(at: sites.directory) }
+        let (inviter, code) = try sites.invite()
+        defer { inviter.stop() }
+        // One character off in the address, in the secret, in the check; one missing.
+        let body = Array(code.dropFirst("mqbp1-".count))
+        func changed(_ index: Int) -> String {
+            var chars = body
+            chars[index] = chars[index] == "a" ? "b" : "a"
+            return "mqbp1-" + String(chars)
+        }
+        let addressIndex = (4 + 16 + 32) * 8 / 5 + 2
+        for typo in [changed(addressIndex), changed(10), changed(body.count - 1), String(code.dropLast())] {
+            let r = try sites.join(typo)
+            #expect(r.status == 2)
+            #expect(r.stderr.contains("mistyped or incomplete"), "\(r.stderr)")
+        }
+        // Four refusals and no attempt reached the inviter (it gives up after three wrong
+        // ones), so the right code still pairs.
+        #expect(!inviter.log.contains("pair_refused"), "\(inviter.log)")
+        let joined = try sites.join(code)
+        #expect(joined.status == 0, "\(joined.stderr)")
+        #expect(FileManager.default.fileExists(atPath: sites.path("b/peers.yaml")))
     }
 
     @Test("An expired code is refused by the joiner, and the inviter stops when it expires")

@@ -6,7 +6,13 @@ import NIOPosix
 import NIOSSL
 
 /// A one-time pairing code: where the inviting site listens, the SPKI pin of its key, a
-/// 128-bit secret and an expiry. Printed as `mqbp1-` + base32.
+/// 128-bit secret and an expiry. Printed as `mqbp1-` + base32, ending in a 4-byte check
+/// (the first bytes of SHA-256 over the rest).
+///
+/// The check is there because operators copy codes by hand: without it a mistyped character
+/// surfaced as whatever it happened to damage (a host "1270.0.1" that does not resolve, a
+/// key that does not match, a refused secret that counts as one of the inviter's three
+/// attempts). With it, a code that was not copied whole is refused before anything is dialled.
 ///
 /// The joining site pins the key from the code, so it cannot be talked into pairing with
 /// anyone else; the secret proves to the inviting site that the joiner holds this code, so
@@ -41,14 +47,29 @@ public struct PairingCode: Sendable, Equatable, CustomStringConvertible {
         bytes += fingerprint.bytes
         bytes += Array(address.description.utf8)
         if let linkAddress { bytes += Array(" \(linkAddress)".utf8) }
+        bytes += Self.check(bytes)
         return Self.prefix + Base32.encode(bytes)
+    }
+
+    static let checkSize = 4
+
+    static func check(_ bytes: some Sequence<UInt8>) -> [UInt8] {
+        Array(SHA256.hash(data: Array(bytes)).prefix(checkSize))
     }
 
     public init(parsing text: String) throws(Invalid) {
         let trimmed = text.trimmingCharacters(in: .whitespacesAndNewlines)
-        guard trimmed.hasPrefix(Self.prefix), let bytes = Base32.decode(String(trimmed.dropFirst(Self.prefix.count))), bytes.count > 52 else {
+        let body = String(trimmed.dropFirst(Self.prefix.count))
+        guard trimmed.hasPrefix(Self.prefix), let decoded = Base32.decode(body) else {
             throw Invalid(description: "not a pairing code (it starts with \(Self.prefix); copy it whole from `mqbridge pair invite`)")
         }
+        // Canonical too: the last character's unused low bits must be zero, or a character
+        // that differs only there would decode to the same bytes and pass the check.
+        guard decoded.count > 52 + Self.checkSize, Self.check(decoded.dropLast(Self.checkSize)) == Array(decoded.suffix(Self.checkSize)),
+              Base32.encode(decoded) == body.lowercased().filter({ $0 != "-" }) else {
+            throw Invalid(description: "the pairing code is mistyped or incomplete (its check does not match); copy it whole from `mqbridge pair invite`")
+        }
+        let bytes = Array(decoded.dropLast(Self.checkSize))
         let seconds = bytes[0..<4].reduce(UInt32(0)) { $0 << 8 | UInt32($1) }
         guard let addresses = String(validating: bytes[52...], as: UTF8.self)?.split(separator: " "), let first = addresses.first,
               let address = try? HostPort(parsing: String(first)) else {
