@@ -13,6 +13,13 @@ public final class ACLPolicy: Sendable {
     /// Set when pattern lines exist but must not be applied: mosquitto then denies whatever
     /// the identity's own list did not decide.
     let patternRefusal: ACLReason?
+    /// The rules as filters, for subscribe decisions: parsed once here, not per SUBSCRIBE
+    /// (a client can send thousands of filters in one).
+    let ownReads: [(rule: ACLRule, filter: TopicFilter)]
+    let ownDenies: [(rule: ACLRule, filter: TopicFilter)]
+    let patternReads: [(rule: ACLRule, filter: TopicFilter)]
+    /// The own denies and the pattern denies: what applies to a pattern grant.
+    let allDenies: [(rule: ACLRule, filter: TopicFilter)]
 
     init(acl: CompiledACL, identity: Identity) {
         self.identity = identity
@@ -52,6 +59,12 @@ public final class ACLPolicy: Sendable {
         substitutedPatterns = substituted
         patternTrie = substituted.isEmpty ? nil : RuleTrie(substituted)
         patternRefusal = refusal
+        let ownFilters = ownRules.compactMap { rule in (try? TopicFilter(rule.filter)).map { (rule: rule, filter: $0) } }
+        ownReads = ownFilters.filter { $0.rule.access.grants(.read) }
+        ownDenies = ownFilters.filter { $0.rule.access == .deny }
+        let patterns = refusal == nil ? substituted.map { (rule: $0.0, filter: $0.1) } : []
+        patternReads = patterns.filter { $0.rule.access.grants(.read) }
+        allDenies = ownDenies + patterns.filter { $0.rule.access == .deny }
     }
 
     static func isUnsafe(_ value: String) -> Bool {
@@ -109,9 +122,13 @@ public final class ACLPolicy: Sendable {
     /// a filter readable only through a union of several grants comes back as those grants
     /// (`narrowed`), and one that overlaps a deny is refused rather than over-granted.
     /// A `$share/{name}/` prefix is kept and the rest decided.
-    public func subscribe(filter requested: String) -> SubscribeDecision {
+    ///
+    /// With `narrowing` false, a filter that is not readable as a whole is refused with
+    /// `.narrowingNotAttempted` without working out its readable parts: the caller's way to
+    /// bound the work one SUBSCRIBE can ask for (O(rules) per filter instead of O(rules²)).
+    public func subscribe(filter requested: String, narrowing: Bool = true) -> SubscribeDecision {
         if let shared = SharedSubscription(requested) {
-            switch subscribe(filter: shared.filter) {
+            switch subscribe(filter: shared.filter, narrowing: narrowing) {
             case .allowed(let f, let rule): return .allowed(filter: shared.prefixed(f), rule: rule)
             case .narrowed(let list): return .narrowed(list.map { (shared.prefixed($0.filter), $0.rule) })
             case .denied(let denial): return .denied(denial)
@@ -120,35 +137,49 @@ public final class ACLPolicy: Sendable {
         let filter: TopicFilter
         do { filter = try TopicFilter(requested) } catch { return .denied(.invalidFilter(error.description)) }
 
-        let ownDenies = ownRules.filter { $0.access == .deny }.map { ($0, try! TopicFilter($0.filter)) }
-        let ownReads = ownRules.filter { $0.access.grants(.read) }.map { ($0, try! TopicFilter($0.filter)) }
-        let patternDenies = substitutedPatterns.filter { $0.rule.access == .deny }
-        let patternReads = substitutedPatterns.filter { $0.rule.access.grants(.read) }
+        // The whole filter inside one grant that no deny overlaps: allowed as asked. (The first
+        // such grant, own rules before patterns: the one the narrowing below would also find,
+        // since a grant covering the filter intersects it in the filter itself.)
+        let grants = [(ownReads, ownDenies), (patternReads, allDenies)]
+        for (reads, denies) in grants {
+            for grant in reads where filter.isCovered(by: grant.filter) && !denies.contains(where: { filter.intersection($0.filter) != nil }) {
+                return .allowed(filter: requested, rule: grant.rule)
+            }
+        }
+        guard narrowing else {
+            // Tell "partly readable" from "nothing readable" (the latter is an ordinary denial),
+            // still without working out the parts.
+            let overlapsAGrant = grants.contains { reads, _ in reads.contains { filter.intersection($0.filter) != nil } }
+            return .denied(overlapsAGrant ? .narrowingNotAttempted : .noMatchingRule)
+        }
 
         var candidates: [(filter: TopicFilter, rule: ACLRule)] = []
         var blockingDeny: ACLRule?
-        func consider(_ grant: (ACLRule, TopicFilter), denies: [(ACLRule, TopicFilter)]) {
-            guard let candidate = filter.intersection(grant.1) else { return }
-            if let deny = denies.first(where: { candidate.intersection($0.1) != nil }) {
-                blockingDeny = blockingDeny ?? deny.0
-                return
+        for (reads, denies) in grants {
+            for grant in reads {
+                guard let candidate = filter.intersection(grant.filter) else { continue }
+                if let deny = denies.first(where: { candidate.intersection($0.filter) != nil }) {
+                    blockingDeny = blockingDeny ?? deny.rule
+                    continue
+                }
+                candidates.append((candidate, grant.rule))
             }
-            candidates.append((candidate, grant.0))
         }
-        for grant in ownReads { consider(grant, denies: ownDenies) }
-        if patternRefusal == nil {
-            for grant in patternReads { consider(grant, denies: ownDenies + patternDenies) }
+        // Drop candidates another candidate already covers (keep the first of equals). Only a
+        // candidate with the same first level, or a wildcard there, can cover another: grouping
+        // by it keeps this near O(candidates) for the usual disjoint grants, not O(candidates²).
+        var byFirstLevel: [Substring: [Int]] = [:]
+        var wildFirst: [Int] = []
+        for (index, candidate) in candidates.enumerated() {
+            if candidate.filter.levels[0].isWildcard { wildFirst.append(index) } else { byFirstLevel[candidate.filter.levels[0].text, default: []].append(index) }
         }
-        // The whole filter inside one grant: allowed as asked.
-        if let whole = candidates.first(where: { filter.isCovered(by: $0.filter) }) {
-            return .allowed(filter: requested, rule: whole.rule)
-        }
-        // Drop candidates another candidate already covers (keep the first of equals).
         var kept: [(filter: TopicFilter, rule: ACLRule)] = []
         for (index, candidate) in candidates.enumerated() {
-            let redundant = candidates.enumerated().contains { other in
-                other.offset != index && candidate.filter.isCovered(by: other.element.filter)
-                    && (!other.element.filter.isCovered(by: candidate.filter) || other.offset < index)
+            let first = candidate.filter.levels[0]
+            let rivals = first.isWildcard ? wildFirst : (byFirstLevel[first.text] ?? []) + wildFirst
+            let redundant = rivals.contains { other in
+                other != index && candidate.filter.isCovered(by: candidates[other].filter)
+                    && (!candidates[other].filter.isCovered(by: candidate.filter) || other < index)
             }
             if !redundant { kept.append(candidate) }
         }

@@ -149,6 +149,8 @@ public enum SubscribeDenial: Hashable, Sendable, CustomStringConvertible {
     case overlapsDeny(ACLRule)
     case unsafeIdentity(field: String, value: String)
     case noMatchingRule
+    /// Not readable as a whole, and the caller asked not to work out the readable parts.
+    case narrowingNotAttempted
 
     public var description: String {
         switch self {
@@ -156,6 +158,7 @@ public enum SubscribeDenial: Hashable, Sendable, CustomStringConvertible {
         case .overlapsDeny(let rule): "the readable part overlaps \(rule)"
         case .unsafeIdentity(let field, let value): "\(field) \"\(value)\" contains '+', '#' or '/'"
         case .noMatchingRule: "no rule grants read access to any part of the filter (default deny)"
+        case .narrowingNotAttempted: "the filter is not readable as a whole, and its readable parts were not worked out"
         }
     }
 }

@@ -304,6 +304,44 @@ struct ProxySessionTests {
         #expect(s.brokerFrame(frame(.subAck(SubAck(packetIdentifier: 3, reasonCodes: [.grantedQoS1])), .v3_1_1)) == .forward)
     }
 
+    /// bob reads four subtrees, so "+/x" narrows to four filters; the limit is 6 per packet.
+    func narrowingLimited(_ version: ProtocolVersion) throws -> ProxySession {
+        var s = try session("user bob\ntopic read a/#\ntopic read b/#\ntopic read c/#\ntopic read d/#\ntopic read q",
+                            configuration: .init(maximumNarrowedFilters: 6))
+        _ = s.clientFrame(frame(.connect(Connect(protocolVersion: version, cleanStart: true, keepAlive: 1, clientIdentifier: "b", username: "bob")), version))
+        _ = s.brokerFrame(frame(.connAck(ConnAck(sessionPresent: false, returnCode: 0, properties: version == .v5 ? [] : nil)), version))
+        return s
+    }
+
+    @Test("Narrowing is limited per SUBSCRIBE: a filter whose narrowing does not fit is refused (5.0 0x97, 3.1.1 0x80); whole filters still pass")
+    func narrowingLimit() throws {
+        for (version, refused) in [(ProtocolVersion.v5, "97"), (.v3_1_1, "80")] {
+            var s = try narrowingLimited(version)
+            let options = SubscriptionOptions(qos: .atLeastOnce)
+            let subscribe = Subscribe(packetIdentifier: 7, subscriptions: ["+/x", "+/y", "q", "+/z", "nothing/+", "a/1"].map { Subscription(topicFilter: $0, options: options) })
+            // +/x takes 4 of the 6; +/y (4 more) does not fit and costs one attempt; q and a/1
+            // are whole; +/z is narrowed with the last one left and does not fit either. With
+            // nothing left, nothing/+ is only checked whole: no grant overlaps it, a plain denial.
+            let toBroker = MQTTPacket.subscribe(Subscribe(packetIdentifier: 7, subscriptions: ["a/x", "b/x", "c/x", "d/x", "q", "a/1"].map { Subscription(topicFilter: $0, options: options) }))
+            #expect(wire(s.clientFrame(frame(.subscribe(subscribe), version)))
+                    == ["denied subscribe +/y", "denied subscribe +/z", "denied subscribe nothing/+", "broker: " + hexOf(toBroker.encode(version: version))])
+            let fromBroker = SubAck(packetIdentifier: 7, reasonCodes: Array(repeating: .grantedQoS1, count: 6))
+            let denied = version == .v5 ? "87" : "80"
+            let header = version == .v5 ? "90 09 00 07 00" : "90 08 00 07"
+            #expect(wire(s.brokerFrame(frame(.subAck(fromBroker), version))) == ["client: \(header) 01 \(refused) 01 \(refused) \(denied) 01"])
+        }
+    }
+
+    @Test("The same limit holds for UNSUBSCRIBE of filters this connection never subscribed: past it they are answered here")
+    func unsubscribeNarrowingLimit() throws {
+        var s = try narrowingLimited(.v5)
+        let action = s.clientFrame(frame(.unsubscribe(Unsubscribe(packetIdentifier: 8, topicFilters: ["+/x", "+/y", "q"])), .v5))
+        #expect(wire(action) == ["broker: " + hexOf(MQTTPacket.unsubscribe(Unsubscribe(packetIdentifier: 8, topicFilters: ["a/x", "b/x", "c/x", "d/x", "q"])).encode(version: .v5))])
+        // +/y did not fit: answered here as never subscribed.
+        #expect(wire(s.brokerFrame(frame(.unsubAck(UnsubAck(packetIdentifier: 8, reasonCodes: Array(repeating: .success, count: 5))), .v5)))
+                == ["client: b0 06 00 08 00 00 11 00"])
+    }
+
     @Test("UNSUBSCRIBE maps to the broker filters that nobody else holds")
     func unsubscribeRefcount() throws {
         var s = try session("user bob\ntopic read sensors/#\ntopic read alerts/+")

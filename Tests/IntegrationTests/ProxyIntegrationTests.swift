@@ -231,6 +231,36 @@ struct ProxyIntegrationTests {
         #expect(TestEnvironment.waitUntil(timeout: 10) { (try? site.bridge.metric(#"mqbridge_upstream_errors_total{kind="closed_by_broker"}"#)) == 1 })
     }
 
+    @Test("Narrowing cannot be used to flood the broker: 2,000 wildcards for a user with 200 grants reach it as 1,000 filters; the rest are refused, and an UNSUBSCRIBE of them is answered at once")
+    func narrowingLimit() throws {
+        // Each "+/xN/#" narrows to 200 filters (gK/xN/#); without a limit this 23 KB SUBSCRIBE
+        // asked mosquitto for 400,000 subscriptions, and the UNSUBSCRIBE kept the proxy busy
+        // for minutes.
+        let site = try Site(acl: "user bob\n" + (1...200).map { "topic read g\($0)/#" }.joined(separator: "\n") + "\n")
+        defer { site.stop() }
+        let client = try TCPTestClient(port: site.bridge.port, timeout: 20)
+        try client.send(MQTTTestPackets.connect311(clientID: "wide", username: "bob"))
+        #expect(client.receive(atMost: 4).received == MQTTTestPackets.connackAccepted311)
+        let filters = (0..<2000).map { "+/x\($0)/#" }
+        try client.send(MQTTTestPackets.subscribe311(id: 9, filters: filters))
+        // SUBACK: remaining length 2,002 (two bytes), id 9, then a code per filter: the first
+        // five fill max_narrowed_filters (5 × 200 = 1,000), the others are refused.
+        let subAck = client.receive { $0.count >= 2005 }.received
+        #expect(subAck.count == 2005)
+        #expect(Array(subAck.prefix(5)) == [0x90, 0xD2, 0x0F, 0x00, 0x09])
+        #expect(Array(subAck.dropFirst(5)) == Array(repeating: 0x00, count: 5) + Array(repeating: 0x80, count: 1995))
+        #expect(TestEnvironment.waitUntil(timeout: 10) { (try? site.bridge.metric(#"mqbridge_denials_total{kind="subscribe"}"#)) == 1995 })
+        // What the broker holds: g7/x3/t reaches bob (x3 is among the first five), g7/x9/t
+        // does not, although bob may read it.
+        _ = try TestEnvironment.run(["mosquitto_pub", "-p", "\(site.broker.port)", "-t", "g7/x9/t", "-m", "not-subscribed", "-q", "1"])
+        _ = try TestEnvironment.run(["mosquitto_pub", "-p", "\(site.broker.port)", "-t", "g7/x3/t", "-m", "subscribed", "-q", "1"])
+        let delivered = client.receive { $0.count >= 2 && $0.count >= 2 + Int($0[1]) }.received
+        #expect(delivered == MQTTTestPackets.packet(0x30, [0x00, 0x07] + Array("g7/x3/t".utf8) + Array("subscribed".utf8)))
+        // Unsubscribing all 2,000: the five held go to the broker, the rest are answered here.
+        try client.send(MQTTTestPackets.unsubscribe311(id: 10, filters: filters))
+        #expect(client.receive(atMost: 4).received == [0xB0, 0x02, 0x00, 0x0A])
+    }
+
     @Test("A will is published on abrupt disconnect; a will on a forbidden topic is refused at CONNECT", arguments: ["311", "5"])
     func will(protocolVersion: String) throws {
         let site = try Site(metrics: false)

@@ -338,6 +338,29 @@ public enum MQTTTestPackets {
 
     /// CONNACK, 3.1.1, accepted, no session present.
     public static let connackAccepted311: [UInt8] = [0x20, 0x02, 0x00, 0x00]
+
+    /// A 3.1.1 SUBSCRIBE of `filters`, each at `qos`.
+    public static func subscribe311(id: UInt16, filters: [String], qos: UInt8 = 0) -> [UInt8] {
+        packet(0x82, [UInt8(id >> 8), UInt8(id & 0xFF)] + filters.flatMap { string($0) + [qos] })
+    }
+
+    /// A 3.1.1 UNSUBSCRIBE of `filters`.
+    public static func unsubscribe311(id: UInt16, filters: [String]) -> [UInt8] {
+        packet(0xA2, [UInt8(id >> 8), UInt8(id & 0xFF)] + filters.flatMap { string($0) })
+    }
+
+    /// The fixed header (type and flags, remaining length) and `body`.
+    public static func packet(_ first: UInt8, _ body: [UInt8]) -> [UInt8] {
+        var length: [UInt8] = []
+        var rest = body.count
+        repeat {
+            length.append(UInt8(rest % 128) | (rest >= 128 ? 0x80 : 0))
+            rest /= 128
+        } while rest > 0
+        return [first] + length + body
+    }
+
+    static func string(_ text: String) -> [UInt8] { [UInt8(text.utf8.count >> 8), UInt8(text.utf8.count & 0xFF)] + Array(text.utf8) }
 }
 
 extension sockaddr_in {

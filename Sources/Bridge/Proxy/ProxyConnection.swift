@@ -78,7 +78,8 @@ final class ProxyConnection {
         self.environment = environment
         self.eventLoop = eventLoop
         self.session = ProxySession(configuration: .init(allowAnonymous: environment.configuration.allowAnonymous,
-                                                          maximumPacketSize: environment.configuration.maximumPacketSize),
+                                                          maximumPacketSize: environment.configuration.maximumPacketSize,
+                                                          maximumNarrowedFilters: environment.configuration.maximumNarrowedFilters),
                                      aclStore: environment.aclStore)
         self.logger = environment.logger
     }

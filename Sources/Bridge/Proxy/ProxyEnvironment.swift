@@ -18,10 +18,13 @@ public struct ProxyConfiguration: Sendable, Equatable {
     /// On shutdown, how long sessions may finish in-flight acknowledgements.
     public var drainTimeout: TimeAmount
     public var allowAnonymous: Bool
+    /// At most this many filters narrowing may put into one SUBSCRIBE (or UNSUBSCRIBE) to the
+    /// broker for the filters it changes (see `ProxySession.Configuration`).
+    public var maximumNarrowedFilters: Int
 
     public init(name: String = "proxy", listen: HostPort, broker: HostPort, connectTimeout: TimeAmount = .seconds(10),
                 maximumPacketSize: Int = 1 << 20, maximumConnectPacketSize: Int = 128 << 10, maximumConnections: Int = 10_000,
-                drainTimeout: TimeAmount = .seconds(5), allowAnonymous: Bool = true) {
+                drainTimeout: TimeAmount = .seconds(5), allowAnonymous: Bool = true, maximumNarrowedFilters: Int = 1000) {
         self.name = name
         self.listen = listen
         self.broker = broker
@@ -31,6 +34,7 @@ public struct ProxyConfiguration: Sendable, Equatable {
         self.maximumConnections = maximumConnections
         self.drainTimeout = drainTimeout
         self.allowAnonymous = allowAnonymous
+        self.maximumNarrowedFilters = maximumNarrowedFilters
     }
 }
 

@@ -38,6 +38,54 @@ struct ProxySession {
         /// send what the proxy would have to refuse: the broker then drops an oversized
         /// delivery for this client instead of the proxy closing the connection over it.
         var maximumPacketSize: Int? = nil
+        /// At most this many filters narrowing may put into one SUBSCRIBE or UNSUBSCRIBE to the
+        /// broker (the filters produced for the requested filters it changes), and at most
+        /// `maximumPacketSize` bytes of them. Narrowing multiplies: `#` for a user with 200 read
+        /// grants is 200 filters, and without a limit a 23 KB SUBSCRIBE of 2,000 distinct
+        /// wildcards became 400,000 filters that kept mosquitto busy for 20 s. A requested filter
+        /// past the limit is refused (5.0: 0x97 Quota exceeded) and logged as a denial.
+        var maximumNarrowedFilters = 1000
+    }
+
+    /// What narrowing may still add to the SUBSCRIBE or UNSUBSCRIBE being built, and how
+    /// much narrowing work is left for it: every attempt costs at least one filter, so one
+    /// packet makes at most `maximumNarrowedFilters` of them; after that, filters are only
+    /// checked whole (`ACLPolicy.subscribe(filter:narrowing:)`).
+    struct NarrowingBudget {
+        private(set) var filters: Int
+        private var bytes: Int
+        private var decided: [String: SubscribeDecision] = [:]
+
+        init(_ configuration: Configuration) {
+            filters = configuration.maximumNarrowedFilters
+            bytes = configuration.maximumPacketSize ?? 268_435_455
+        }
+
+        /// The decision for `filter`: narrowed while the budget lasts, whole-or-nothing after.
+        /// A filter repeated in the packet is decided once.
+        mutating func decide(_ filter: String, _ policy: ACLPolicy) -> SubscribeDecision {
+            if let known = decided[filter] { return known }
+            let decision = policy.subscribe(filter: filter, narrowing: filters > 0)
+            if decided.count < 10_000 { decided[filter] = decision }
+            switch decision {
+            case .denied(.invalidFilter), .denied(.narrowingNotAttempted), .allowed: break
+            case .denied: filters = max(0, filters - 1)  // a narrowing attempt that found nothing
+            case .narrowed: break  // charged by `take`
+            }
+            return decision
+        }
+
+        /// Takes `narrowed` from the budget if all of it fits; if not, charges the attempt.
+        mutating func take(_ narrowed: [String]) -> Bool {
+            let size = narrowed.count <= filters ? narrowed.reduce(0) { $0 + 3 + $1.utf8.count } : Int.max  // length, filter, options
+            guard size <= bytes else {
+                filters = max(0, filters - 1)
+                return false
+            }
+            filters -= narrowed.count
+            bytes -= size
+            return true
+        }
     }
 
     enum Effect: Equatable {
@@ -300,12 +348,21 @@ struct ProxySession {
         var components: [SubscriptionBook.Component] = []
         var effects: [Effect] = []
         var unchanged = true
+        var budget = NarrowingBudget(configuration)
+        let deniedCode: ReasonCode = version == .v5 ? .notAuthorized : .unspecifiedError
         for subscription in subscribe.subscriptions {
-            let decision = policy.subscribe(filter: subscription.topicFilter)
+            let decision = budget.decide(subscription.topicFilter, policy)
             let permitted = decision.permittedFilters
+            if case .denied(.narrowingNotAttempted) = decision {
+                unchanged = false
+                components.append(.refused(version == .v5 ? .quotaExceeded : .unspecifiedError))
+                effects.append(.denied(DenialEvent(kind: .subscribe, direction: "client_to_broker", identity: identity!, topic: subscription.topicFilter, rule: nil,
+                                                   reason: "not readable as a whole, and this SUBSCRIBE already narrowed as much as one may (max_narrowed_filters \(configuration.maximumNarrowedFilters))")))
+                continue
+            }
             if permitted.isEmpty {
                 unchanged = false
-                components.append(.denied)
+                components.append(.refused(deniedCode))
                 var reason = decision.description
                 var rule: SourceLocation?
                 if case .denied(.overlapsDeny(let deny)) = decision { rule = deny.location; reason = "the filter overlaps \(deny)" }
@@ -313,7 +370,15 @@ struct ProxySession {
                                                    topic: subscription.topicFilter, rule: rule, reason: reason)))
                 continue
             }
-            if permitted != [subscription.topicFilter] { unchanged = false }
+            if permitted != [subscription.topicFilter] {
+                unchanged = false
+                guard budget.take(permitted) else {
+                    components.append(.refused(version == .v5 ? .quotaExceeded : .unspecifiedError))
+                    effects.append(.denied(DenialEvent(kind: .subscribe, direction: "client_to_broker", identity: identity!, topic: subscription.topicFilter, rule: nil,
+                                                       reason: "narrowed to \(permitted.count) filters, past what one SUBSCRIBE may send the broker for narrowed filters (max_narrowed_filters \(configuration.maximumNarrowedFilters))")))
+                    continue
+                }
+            }
             var indices: [Int] = []
             for filter in permitted {
                 indices.append(brokerSubscriptions.count)
@@ -322,10 +387,10 @@ struct ProxySession {
             components.append(.forwarded(indices))
         }
         let id = subscribe.packetIdentifier
-        let deniedCode: ReasonCode = version == .v5 ? .notAuthorized : .unspecifiedError
         if brokerSubscriptions.isEmpty {
             // Nothing to ask the broker: answer here, one failure per filter.
-            effects.append(.toClient(MQTTPacket.subAck(SubAck(packetIdentifier: id, reasonCodes: components.map { _ in deniedCode })).encode(version: version)))
+            let codes = components.map { component in if case .refused(let code) = component { code } else { deniedCode } }
+            effects.append(.toClient(MQTTPacket.subAck(SubAck(packetIdentifier: id, reasonCodes: codes)).encode(version: version)))
             return .effects(effects)
         }
         subscriptions.subscribeSent(packetIdentifier: id, .init(requested: subscribe.subscriptions.map(\.topicFilter), components: components,
@@ -339,8 +404,12 @@ struct ProxySession {
     private mutating func clientUnsubscribe(_ unsubscribe: Unsubscribe, version: ProtocolVersion) -> Action {
         let policy = currentPolicy()
         let id = unsubscribe.packetIdentifier
+        // A filter this connection never subscribed (a resumed session's) is mapped the way a
+        // SUBSCRIBE would be, within the same limit; past it, it is answered here.
+        var budget = NarrowingBudget(configuration)
         let (brokerFilters, pending) = subscriptions.planUnsubscribe(packetIdentifier: id, requested: unsubscribe.topicFilters) { filter in
-            policy.subscribe(filter: filter).permittedFilters
+            let permitted = budget.decide(filter, policy).permittedFilters
+            return permitted == [filter] || budget.take(permitted) ? permitted : []
         }
         if brokerFilters.isEmpty {
             let codes = version == .v5 ? SubscriptionBook.codes(for: pending, brokerCodes: []) : []

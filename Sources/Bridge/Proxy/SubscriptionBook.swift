@@ -12,7 +12,8 @@ struct SubscriptionBook {
     enum Component: Equatable {
         /// Indices into the broker SUBSCRIBE's filter list.
         case forwarded([Int])
-        case denied
+        /// Answered here with this code (not authorized, or over the narrowing limit).
+        case refused(ReasonCode)
     }
 
     struct PendingSubscribe {
@@ -47,8 +48,8 @@ struct SubscriptionBook {
         var codes: [ReasonCode] = []
         for (filter, component) in zip(pending.requested, pending.components) {
             switch component {
-            case .denied:
-                codes.append(deniedCode)
+            case .refused(let code):
+                codes.append(code)
             case .forwarded(let indices):
                 let results = indices.map { $0 < brokerCodes.count ? brokerCodes[$0] : .unspecifiedError }
                 let granted = indices.indices.filter { !results[$0].isFailure }
@@ -90,6 +91,10 @@ struct SubscriptionBook {
     mutating func planUnsubscribe(packetIdentifier: UInt16, requested: [String], unknownFilterTargets: (String) -> [String])
         -> (brokerFilters: [String], pending: PendingUnsubscribe) {
         var brokerFilters: [String] = []
+        // Position of each broker filter in `brokerFilters`: a filter held by several requested
+        // ones is sent once, and finding it must not cost a scan per target (an UNSUBSCRIBE of
+        // many narrowed filters took minutes of one event loop with `firstIndex(of:)`).
+        var positions: [String: Int] = [:]
         var components: [[Int]?] = []
         var localCodes: [ReasonCode?] = []
         for filter in requested {
@@ -112,7 +117,8 @@ struct SubscriptionBook {
             } else {
                 var indices: [Int] = []
                 for target in targets {
-                    if let existing = brokerFilters.firstIndex(of: target) { indices.append(existing) } else {
+                    if let existing = positions[target] { indices.append(existing) } else {
+                        positions[target] = brokerFilters.count
                         indices.append(brokerFilters.count)
                         brokerFilters.append(target)
                     }
