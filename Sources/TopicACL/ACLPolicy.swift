@@ -13,27 +13,30 @@ public final class ACLPolicy: Sendable {
     /// Set when pattern lines exist but must not be applied: mosquitto then denies whatever
     /// the identity's own list did not decide.
     let patternRefusal: ACLReason?
-    /// The rules as filters, for subscribe decisions: parsed once here, not per SUBSCRIBE
-    /// (a client can send thousands of filters in one).
-    let ownReads: [(rule: ACLRule, filter: TopicFilter)]
-    let ownDenies: [(rule: ACLRule, filter: TopicFilter)]
-    let patternReads: [(rule: ACLRule, filter: TopicFilter)]
+    /// The rules as filters, for subscribe decisions: parsed once per ACL (own rules) or per
+    /// policy (patterns), not per filter (a client can send thousands in one SUBSCRIBE).
+    let ownReads: RuleFilters
+    let ownDenies: RuleFilters
+    let patternReads: RuleFilters
     /// The own denies and the pattern denies: what applies to a pattern grant.
-    let allDenies: [(rule: ACLRule, filter: TopicFilter)]
+    let allDenies: RuleFilters
 
     init(acl: CompiledACL, identity: Identity) {
         self.identity = identity
         var refusal: ACLReason?
         var substituted: [(ACLRule, TopicFilter)] = []
+        let ownList: CompiledACL.CompiledList?
         switch identity {
         case .peer(let name):
             let list = acl.peers[Array(name.utf8)]
+            ownList = list
             own = list?.trie
             ownRules = list?.rules ?? []
             // Patterns describe MQTT clients (%c, %u); a peer has neither.
         case .client(let username, let clientID):
             // A username not named in the file gets no list of its own (only patterns).
             let list = username.map { acl.users[Array($0.utf8)] } ?? acl.anonymous
+            ownList = list
             own = list?.trie
             ownRules = list?.rules ?? []
             if !acl.patterns.isEmpty {
@@ -59,12 +62,11 @@ public final class ACLPolicy: Sendable {
         substitutedPatterns = substituted
         patternTrie = substituted.isEmpty ? nil : RuleTrie(substituted)
         patternRefusal = refusal
-        let ownFilters = ownRules.compactMap { rule in (try? TopicFilter(rule.filter)).map { (rule: rule, filter: $0) } }
-        ownReads = ownFilters.filter { $0.rule.access.grants(.read) }
-        ownDenies = ownFilters.filter { $0.rule.access == .deny }
+        ownReads = ownList?.reads ?? .empty
+        ownDenies = ownList?.denies ?? .empty
         let patterns = refusal == nil ? substituted.map { (rule: $0.0, filter: $0.1) } : []
-        patternReads = patterns.filter { $0.rule.access.grants(.read) }
-        allDenies = ownDenies + patterns.filter { $0.rule.access == .deny }
+        patternReads = RuleFilters(patterns.filter { $0.rule.access.grants(.read) })
+        allDenies = ownDenies + RuleFilters(patterns.filter { $0.rule.access == .deny })
     }
 
     static func isUnsafe(_ value: String) -> Bool {
@@ -140,29 +142,32 @@ public final class ACLPolicy: Sendable {
         // The whole filter inside one grant that no deny overlaps: allowed as asked. (The first
         // such grant, own rules before patterns: the one the narrowing below would also find,
         // since a grant covering the filter intersects it in the filter itself.)
-        let grants = [(ownReads, ownDenies), (patternReads, allDenies)]
-        for (reads, denies) in grants {
-            for grant in reads where filter.isCovered(by: grant.filter) && !denies.contains(where: { filter.intersection($0.filter) != nil }) {
-                return .allowed(filter: requested, rule: grant.rule)
+        func wholeGrant(_ reads: RuleFilters, _ denies: RuleFilters) -> Int? {
+            for i in reads.filters.indices where filter.isCovered(by: reads.filters[i]) {
+                if !denies.filters.contains(where: { filter.intersection($0) != nil }) { return i }
             }
+            return nil
         }
+        if let i = wholeGrant(ownReads, ownDenies) { return .allowed(filter: requested, rule: ownReads.rules[i]) }
+        if let i = wholeGrant(patternReads, allDenies) { return .allowed(filter: requested, rule: patternReads.rules[i]) }
+        let grants = [(ownReads, ownDenies), (patternReads, allDenies)]
         guard narrowing else {
             // Tell "partly readable" from "nothing readable" (the latter is an ordinary denial),
             // still without working out the parts.
-            let overlapsAGrant = grants.contains { reads, _ in reads.contains { filter.intersection($0.filter) != nil } }
+            let overlapsAGrant = [ownReads, patternReads].contains { reads in reads.filters.contains { filter.intersection($0) != nil } }
             return .denied(overlapsAGrant ? .narrowingNotAttempted : .noMatchingRule)
         }
 
         var candidates: [(filter: TopicFilter, rule: ACLRule)] = []
         var blockingDeny: ACLRule?
         for (reads, denies) in grants {
-            for grant in reads {
-                guard let candidate = filter.intersection(grant.filter) else { continue }
-                if let deny = denies.first(where: { candidate.intersection($0.filter) != nil }) {
-                    blockingDeny = blockingDeny ?? deny.rule
+            for i in reads.filters.indices {
+                guard let candidate = filter.intersection(reads.filters[i]) else { continue }
+                if let deny = denies.filters.firstIndex(where: { candidate.intersection($0) != nil }) {
+                    blockingDeny = blockingDeny ?? denies.rules[deny]
                     continue
                 }
-                candidates.append((candidate, grant.rule))
+                candidates.append((candidate, reads.rules[i]))
             }
         }
         // Drop candidates another candidate already covers (keep the first of equals). Only a
