@@ -313,7 +313,7 @@ struct ProxySessionTests {
         return s
     }
 
-    @Test("Narrowing is limited per SUBSCRIBE: a filter whose narrowing does not fit is refused (5.0 0x97, 3.1.1 0x80); whole filters still pass")
+    @Test("Narrowing is limited: a filter whose narrowing does not fit is refused (5.0 0x97, 3.1.1 0x80); whole filters still pass")
     func narrowingLimit() throws {
         for (version, refused) in [(ProtocolVersion.v5, "97"), (.v3_1_1, "80")] {
             var s = try narrowingLimited(version)
@@ -330,6 +330,35 @@ struct ProxySessionTests {
             let header = version == .v5 ? "90 09 00 07 00" : "90 08 00 07"
             #expect(wire(s.brokerFrame(frame(.subAck(fromBroker), version))) == ["client: \(header) 01 \(refused) 01 \(refused) \(denied) 01"])
         }
+    }
+
+    @Test("The limit is per connection: narrowed filters held count until unsubscribed; subscribing the same filter again replaces what it holds")
+    func narrowingLimitPerConnection() throws {
+        var s = try narrowingLimited(.v5)
+        let options = SubscriptionOptions(qos: .atMostOnce)
+        func subscribe(_ id: UInt16, _ filter: String) -> [String] {
+            wire(s.clientFrame(frame(.subscribe(Subscribe(packetIdentifier: id, subscriptions: [Subscription(topicFilter: filter, options: options)])), .v5)))
+        }
+        func toBroker(_ id: UInt16, _ filters: [String]) -> [String] {
+            ["broker: " + hexOf(MQTTPacket.subscribe(Subscribe(packetIdentifier: id, subscriptions: filters.map { Subscription(topicFilter: $0, options: options) })).encode(version: .v5))]
+        }
+        func subAck(_ id: UInt16, _ count: Int) -> [String] {
+            wire(s.brokerFrame(frame(.subAck(SubAck(packetIdentifier: id, reasonCodes: Array(repeating: .success, count: count))), .v5)))
+        }
+        #expect(subscribe(1, "+/x") == toBroker(1, ["a/x", "b/x", "c/x", "d/x"]))
+        #expect(subAck(1, 4) == ["client: 90 04 00 01 00 00"])
+        // 4 of 6 held: +/y (4 more) is refused, answered here.
+        #expect(subscribe(2, "+/y") == ["denied subscribe +/y", "client: 90 04 00 02 00 97"])
+        // +/x again replaces its own 4.
+        #expect(subscribe(3, "+/x") == toBroker(3, ["a/x", "b/x", "c/x", "d/x"]))
+        #expect(subAck(3, 4) == ["client: 90 04 00 03 00 00"])
+        #expect(subscribe(4, "+/y") == ["denied subscribe +/y", "client: 90 04 00 04 00 97"])
+        // Once +/x is gone, +/y fits.
+        #expect(wire(s.clientFrame(frame(.unsubscribe(Unsubscribe(packetIdentifier: 5, topicFilters: ["+/x"])), .v5)))
+                == ["broker: " + hexOf(MQTTPacket.unsubscribe(Unsubscribe(packetIdentifier: 5, topicFilters: ["a/x", "b/x", "c/x", "d/x"])).encode(version: .v5))])
+        #expect(subscribe(6, "+/y") == toBroker(6, ["a/y", "b/y", "c/y", "d/y"]))
+        // +/y is not answered yet and already counts: +/z does not fit.
+        #expect(subscribe(7, "+/z") == ["denied subscribe +/z", "client: 90 04 00 07 00 97"])
     }
 
     @Test("The same limit holds for UNSUBSCRIBE of filters this connection never subscribed: past it they are answered here")

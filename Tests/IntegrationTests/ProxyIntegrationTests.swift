@@ -231,7 +231,7 @@ struct ProxyIntegrationTests {
         #expect(TestEnvironment.waitUntil(timeout: 10) { (try? site.bridge.metric(#"mqbridge_upstream_errors_total{kind="closed_by_broker"}"#)) == 1 })
     }
 
-    @Test("Narrowing cannot be used to flood the broker: 2,000 wildcards for a user with 200 grants reach it as 1,000 filters; the rest are refused, and an UNSUBSCRIBE of them is answered at once")
+    @Test("Narrowing cannot be used to flood the broker: 2,000 wildcards for a user with 200 grants reach it as 1,000 filters, the connection's limit; the rest are refused, and an UNSUBSCRIBE of them is answered at once")
     func narrowingLimit() throws {
         // Each "+/xN/#" narrows to 200 filters (gK/xN/#); without a limit this 23 KB SUBSCRIBE
         // asked mosquitto for 400,000 subscriptions, and the UNSUBSCRIBE kept the proxy busy
@@ -256,9 +256,15 @@ struct ProxyIntegrationTests {
         _ = try TestEnvironment.run(["mosquitto_pub", "-p", "\(site.broker.port)", "-t", "g7/x3/t", "-m", "subscribed", "-q", "1"])
         let delivered = client.receive { $0.count >= 2 && $0.count >= 2 + Int($0[1]) }.received
         #expect(delivered == MQTTTestPackets.packet(0x30, [0x00, 0x07] + Array("g7/x3/t".utf8) + Array("subscribed".utf8)))
-        // Unsubscribing all 2,000: the five held go to the broker, the rest are answered here.
-        try client.send(MQTTTestPackets.unsubscribe311(id: 10, filters: filters))
-        #expect(client.receive(atMost: 4).received == [0xB0, 0x02, 0x00, 0x0A])
+        // The connection holds its 1,000: one more wildcard is refused, in a packet of its own too.
+        try client.send(MQTTTestPackets.subscribe311(id: 10, filters: ["+/x7/#"]))
+        #expect(client.receive(atMost: 5).received == [0x90, 0x03, 0x00, 0x0A, 0x80])
+        // Unsubscribing all 2,000: the five held go to the broker, the rest are answered here;
+        // then there is room again.
+        try client.send(MQTTTestPackets.unsubscribe311(id: 11, filters: filters))
+        #expect(client.receive(atMost: 4).received == [0xB0, 0x02, 0x00, 0x0B])
+        try client.send(MQTTTestPackets.subscribe311(id: 12, filters: ["+/x7/#"]))
+        #expect(client.receive(atMost: 5).received == [0x90, 0x03, 0x00, 0x0C, 0x00])
     }
 
     @Test("A will is published on abrupt disconnect; a will on a forbidden topic is refused at CONNECT", arguments: ["311", "5"])

@@ -38,12 +38,15 @@ struct ProxySession {
         /// send what the proxy would have to refuse: the broker then drops an oversized
         /// delivery for this client instead of the proxy closing the connection over it.
         var maximumPacketSize: Int? = nil
-        /// At most this many filters narrowing may put into one SUBSCRIBE or UNSUBSCRIBE to the
-        /// broker (the filters produced for the requested filters it changes), and at most
-        /// `maximumPacketSize` bytes of them. Narrowing multiplies: `#` for a user with 200 read
-        /// grants is 200 filters, and without a limit a 23 KB SUBSCRIBE of 2,000 distinct
-        /// wildcards became 400,000 filters that kept mosquitto busy for 20 s. A requested filter
-        /// past the limit is refused (5.0: 0x97 Quota exceeded) and logged as a denial.
+        /// At most this many broker filters may be held through narrowing by one connection
+        /// (the filters produced for the requested filters it changes), so also at most this
+        /// many in one SUBSCRIBE, of at most `maximumPacketSize` bytes; and at most this many in
+        /// one UNSUBSCRIBE of filters the connection never subscribed. Narrowing multiplies:
+        /// `#` for a user with 200 read grants is 200 filters, and without a limit a 23 KB
+        /// SUBSCRIBE of 2,000 distinct wildcards became 400,000 filters that kept mosquitto busy
+        /// for 20 s; a limit per packet alone would still let small SUBSCRIBEs, one after
+        /// another, pile up filters at the broker. A requested filter past the limit is refused
+        /// (5.0: 0x97 Quota exceeded) and logged as a denial.
         var maximumNarrowedFilters = 1000
     }
 
@@ -55,9 +58,12 @@ struct ProxySession {
         private(set) var filters: Int
         private var bytes: Int
         private var decided: [String: SubscribeDecision] = [:]
+        /// Requested filters whose narrowed filters already held were counted back once.
+        private var credited: Set<String> = []
 
-        init(_ configuration: Configuration) {
-            filters = configuration.maximumNarrowedFilters
+        /// `inUse`: narrowed filters the connection already holds or has asked for.
+        init(_ configuration: Configuration, inUse: Int = 0) {
+            filters = max(0, configuration.maximumNarrowedFilters - inUse)
             bytes = configuration.maximumPacketSize ?? 268_435_455
         }
 
@@ -76,13 +82,17 @@ struct ProxySession {
         }
 
         /// Takes `narrowed` from the budget if all of it fits; if not, charges the attempt.
-        mutating func take(_ narrowed: [String]) -> Bool {
-            let size = narrowed.count <= filters ? narrowed.reduce(0) { $0 + 3 + $1.utf8.count } : Int.max  // length, filter, options
+        /// `held`: what the requested filter holds through narrowing already, which its new
+        /// subscription replaces (counted back once per packet).
+        mutating func take(_ narrowed: [String], for requested: String = "", held: Int = 0) -> Bool {
+            let credit = held > 0 && !credited.contains(requested) ? held : 0
+            let size = narrowed.count <= filters + credit ? narrowed.reduce(0) { $0 + 3 + $1.utf8.count } : Int.max  // length, filter, options
             guard size <= bytes else {
                 filters = max(0, filters - 1)
                 return false
             }
-            filters -= narrowed.count
+            if credit > 0 { credited.insert(requested) }
+            filters -= max(0, narrowed.count - credit)
             bytes -= size
             return true
         }
@@ -348,7 +358,8 @@ struct ProxySession {
         var components: [SubscriptionBook.Component] = []
         var effects: [Effect] = []
         var unchanged = true
-        var budget = NarrowingBudget(configuration)
+        var budget = NarrowingBudget(configuration, inUse: subscriptions.narrowedHeld + subscriptions.narrowedPending)
+        var narrowed = 0
         let deniedCode: ReasonCode = version == .v5 ? .notAuthorized : .unspecifiedError
         for subscription in subscribe.subscriptions {
             let decision = budget.decide(subscription.topicFilter, policy)
@@ -357,7 +368,7 @@ struct ProxySession {
                 unchanged = false
                 components.append(.refused(version == .v5 ? .quotaExceeded : .unspecifiedError))
                 effects.append(.denied(DenialEvent(kind: .subscribe, direction: "client_to_broker", identity: identity!, topic: subscription.topicFilter, rule: nil,
-                                                   reason: "not readable as a whole, and this SUBSCRIBE already narrowed as much as one may (max_narrowed_filters \(configuration.maximumNarrowedFilters))")))
+                                                   reason: "not readable as a whole, and this connection narrowed as much as it may (max_narrowed_filters \(configuration.maximumNarrowedFilters))")))
                 continue
             }
             if permitted.isEmpty {
@@ -372,12 +383,13 @@ struct ProxySession {
             }
             if permitted != [subscription.topicFilter] {
                 unchanged = false
-                guard budget.take(permitted) else {
+                guard budget.take(permitted, for: subscription.topicFilter, held: subscriptions.narrowedCount(of: subscription.topicFilter)) else {
                     components.append(.refused(version == .v5 ? .quotaExceeded : .unspecifiedError))
                     effects.append(.denied(DenialEvent(kind: .subscribe, direction: "client_to_broker", identity: identity!, topic: subscription.topicFilter, rule: nil,
-                                                       reason: "narrowed to \(permitted.count) filters, past what one SUBSCRIBE may send the broker for narrowed filters (max_narrowed_filters \(configuration.maximumNarrowedFilters))")))
+                                                       reason: "narrowed to \(permitted.count) filters, more than this connection may still hold through narrowing (max_narrowed_filters \(configuration.maximumNarrowedFilters))")))
                     continue
                 }
+                narrowed += permitted.count
             }
             var indices: [Int] = []
             for filter in permitted {
@@ -394,7 +406,7 @@ struct ProxySession {
             return .effects(effects)
         }
         subscriptions.subscribeSent(packetIdentifier: id, .init(requested: subscribe.subscriptions.map(\.topicFilter), components: components,
-                                                                brokerFilters: brokerSubscriptions.map(\.topicFilter)))
+                                                                brokerFilters: brokerSubscriptions.map(\.topicFilter), narrowed: narrowed))
         if unchanged { return .forward }
         let rewritten = Subscribe(packetIdentifier: id, properties: subscribe.properties, subscriptions: brokerSubscriptions)
         effects.append(.toBroker(MQTTPacket.subscribe(rewritten).encode(version: version)))

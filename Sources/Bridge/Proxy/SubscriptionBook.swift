@@ -20,6 +20,8 @@ struct SubscriptionBook {
         var requested: [String]
         var components: [Component]
         var brokerFilters: [String]
+        /// How many of `brokerFilters` narrowing produced.
+        var narrowed = 0
     }
 
     struct PendingUnsubscribe {
@@ -36,15 +38,27 @@ struct SubscriptionBook {
     private(set) var active: [String: [String]] = [:]
     /// Broker filter → how many requested filters hold it.
     private(set) var references: [String: Int] = [:]
+    /// Broker filters held through narrowed requested filters, and asked for in SUBSCRIBEs
+    /// not yet answered: what counts against max_narrowed_filters.
+    private(set) var narrowedHeld = 0
+    private(set) var narrowedPending = 0
+
+    /// The broker filters `requested` holds because it was narrowed (0 if held unchanged).
+    func narrowedCount(of requested: String) -> Int {
+        guard let held = active[requested], held != [requested] else { return 0 }
+        return held.count
+    }
 
     mutating func subscribeSent(packetIdentifier: UInt16, _ pending: PendingSubscribe) {
-        pendingSubscribes[packetIdentifier] = pending
+        if let replaced = pendingSubscribes.updateValue(pending, forKey: packetIdentifier) { narrowedPending -= replaced.narrowed }
+        narrowedPending += pending.narrowed
     }
 
     /// Builds the client's SUBACK codes from the broker's and records the subscriptions that
     /// took effect. Returns nil if no SUBSCRIBE with this id is pending.
     mutating func subAckReceived(packetIdentifier: UInt16, brokerCodes: [ReasonCode], deniedCode: ReasonCode) -> [ReasonCode]? {
         guard let pending = pendingSubscribes.removeValue(forKey: packetIdentifier) else { return nil }
+        narrowedPending -= pending.narrowed
         var codes: [ReasonCode] = []
         for (filter, component) in zip(pending.requested, pending.components) {
             switch component {
@@ -68,8 +82,10 @@ struct SubscriptionBook {
     /// Records that `requested` now holds `brokerFilters` (replacing what it held before, as a
     /// repeated SUBSCRIBE replaces the subscription).
     private mutating func hold(_ requested: String, _ brokerFilters: [String]) {
+        narrowedHeld -= narrowedCount(of: requested)
         for old in active[requested] ?? [] { release(old) }
         active[requested] = brokerFilters
+        narrowedHeld += narrowedCount(of: requested)
         for filter in brokerFilters { references[filter, default: 0] += 1 }
     }
 
@@ -100,7 +116,9 @@ struct SubscriptionBook {
         for filter in requested {
             let targets: [String]
             let wasHeld: Bool
-            if let held = active.removeValue(forKey: filter) {
+            if let held = active[filter] {
+                narrowedHeld -= narrowedCount(of: filter)
+                active[filter] = nil
                 wasHeld = true
                 targets = held.filter { release($0) }
             } else {
