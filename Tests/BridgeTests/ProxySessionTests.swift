@@ -361,6 +361,50 @@ struct ProxySessionTests {
         #expect(subscribe(7, "+/z") == ["denied subscribe +/z", "client: 90 04 00 07 00 97"])
     }
 
+    @Test("A persistent session's narrowed filters count across its connections, until the broker starts a new session")
+    func narrowingLimitAcrossConnections() throws {
+        let ledger = NarrowingLedger()
+        let acl = try CompiledACL(parsing: "user bob\ntopic read a/#\ntopic read b/#\ntopic read c/#\ntopic read d/#", source: "acl.conf")
+        let options = SubscriptionOptions(qos: .atMostOnce)
+        func connection(cleanSession: Bool, sessionPresent: Bool) -> ProxySession {
+            var s = ProxySession(configuration: .init(maximumNarrowedFilters: 6), aclStore: ACLStore(acl), narrowingLedger: ledger)
+            _ = s.clientFrame(frame(.connect(Connect(protocolVersion: .v3_1_1, cleanStart: cleanSession, keepAlive: 1, clientIdentifier: "keep", username: "bob")), .v3_1_1))
+            _ = s.brokerFrame(frame(.connAck(ConnAck(sessionPresent: sessionPresent, returnCode: 0)), .v3_1_1))
+            return s
+        }
+        func subscribe(_ s: inout ProxySession, _ id: UInt16, _ filter: String) -> [String] {
+            wire(s.clientFrame(frame(.subscribe(Subscribe(packetIdentifier: id, subscriptions: [Subscription(topicFilter: filter, options: options)])), .v3_1_1)))
+        }
+        func toBroker(_ id: UInt16, _ filters: [String]) -> [String] {
+            ["broker: " + hexOf(MQTTPacket.subscribe(Subscribe(packetIdentifier: id, subscriptions: filters.map { Subscription(topicFilter: $0, options: options) })).encode(version: .v3_1_1))]
+        }
+        func subAck(_ s: inout ProxySession, _ id: UInt16) {
+            _ = s.brokerFrame(frame(.subAck(SubAck(packetIdentifier: id, reasonCodes: Array(repeating: .success, count: 4))), .v3_1_1))
+        }
+        var first = connection(cleanSession: false, sessionPresent: false)
+        #expect(subscribe(&first, 1, "+/x") == toBroker(1, ["a/x", "b/x", "c/x", "d/x"]))
+        subAck(&first, 1)
+        // That connection ends; the broker keeps the session, and the next connection resumes it.
+        var second = connection(cleanSession: false, sessionPresent: true)
+        #expect(subscribe(&second, 2, "+/y") == ["denied subscribe +/y", "client: 90 03 00 02 80"])
+        // Unsubscribing +/x (held since the first connection) frees its four.
+        #expect(wire(second.clientFrame(frame(.unsubscribe(Unsubscribe(packetIdentifier: 3, topicFilters: ["+/x"])), .v3_1_1)))
+                == ["broker: " + hexOf(MQTTPacket.unsubscribe(Unsubscribe(packetIdentifier: 3, topicFilters: ["a/x", "b/x", "c/x", "d/x"])).encode(version: .v3_1_1))])
+        #expect(subscribe(&second, 4, "+/y") == toBroker(4, ["a/y", "b/y", "c/y", "d/y"]))
+        subAck(&second, 4)
+        #expect(ledger.count("keep") == 4)
+        // A clean session: the broker drops what the old one held, and so does the ledger.
+        var third = connection(cleanSession: true, sessionPresent: false)
+        #expect(ledger.count("keep") == 0)
+        #expect(subscribe(&third, 5, "+/z") == toBroker(5, ["a/z", "b/z", "c/z", "d/z"]))
+        subAck(&third, 5)
+        #expect(ledger.count("keep") == 0)
+        var fourth = connection(cleanSession: false, sessionPresent: true)
+        #expect(subscribe(&fourth, 6, "+/w") == toBroker(6, ["a/w", "b/w", "c/w", "d/w"]))
+        subAck(&fourth, 6)
+        #expect(subscribe(&fourth, 7, "+/v") == ["denied subscribe +/v", "client: 90 03 00 07 80"])
+    }
+
     @Test("The same limit holds for UNSUBSCRIBE of filters this connection never subscribed: past it they are answered here")
     func unsubscribeNarrowingLimit() throws {
         var s = try narrowingLimited(.v5)

@@ -267,6 +267,31 @@ struct ProxyIntegrationTests {
         #expect(client.receive(atMost: 5).received == [0x90, 0x03, 0x00, 0x0C, 0x00])
     }
 
+    @Test("A persistent session cannot grow past the narrowing limit by reconnecting; a clean session starts from zero")
+    func narrowingLimitPersistentSession() throws {
+        let site = try Site(acl: "user bob\n" + (1...200).map { "topic read g\($0)/#" }.joined(separator: "\n") + "\n")
+        defer { site.stop() }
+        func connect(cleanSession: Bool, expectedConnAck: [UInt8]) throws -> TCPTestClient {
+            let client = try TCPTestClient(port: site.bridge.port, timeout: 20)
+            try client.send(MQTTTestPackets.connect311(clientID: "keep", username: "bob", cleanSession: cleanSession))
+            #expect(client.receive(atMost: 4).received == expectedConnAck)
+            return client
+        }
+        var client = try connect(cleanSession: false, expectedConnAck: [0x20, 0x02, 0x00, 0x00])
+        try client.send(MQTTTestPackets.subscribe311(id: 1, filters: (0..<5).map { "+/x\($0)/#" }))
+        #expect(client.receive(atMost: 9).received == [0x90, 0x07, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00])
+        // Each reconnection resumes the session (Session Present), with its 1,000 filters.
+        for id in UInt8(2)...3 {
+            client = try connect(cleanSession: false, expectedConnAck: [0x20, 0x02, 0x01, 0x00])
+            try client.send(MQTTTestPackets.subscribe311(id: UInt16(id), filters: ["+/x\(id + 5)/#"]))
+            #expect(client.receive(atMost: 5).received == [0x90, 0x03, 0x00, id, 0x80])
+        }
+        // A clean session: the broker dropped them, and the proxy counts from zero.
+        client = try connect(cleanSession: true, expectedConnAck: [0x20, 0x02, 0x00, 0x00])
+        try client.send(MQTTTestPackets.subscribe311(id: 4, filters: ["+/x9/#"]))
+        #expect(client.receive(atMost: 5).received == [0x90, 0x03, 0x00, 0x04, 0x00])
+    }
+
     @Test("A will is published on abrupt disconnect; a will on a forbidden topic is refused at CONNECT", arguments: ["311", "5"])
     func will(protocolVersion: String) throws {
         let site = try Site(metrics: false)

@@ -318,9 +318,10 @@ extension ChildProcess {
 
 /// MQTT packets written by hand for tests that speak to a raw socket.
 public enum MQTTTestPackets {
-    /// A 3.1.1 CONNECT with clean session, keepalive 60 s, and a username if given.
-    public static func connect311(clientID: String, username: String? = nil) -> [UInt8] {
-        connect(level: 4, properties: [], clientID: clientID, username: username)
+    /// A 3.1.1 CONNECT with clean session (unless `cleanSession` is false), keepalive 60 s,
+    /// and a username if given.
+    public static func connect311(clientID: String, username: String? = nil, cleanSession: Bool = true) -> [UInt8] {
+        connect(level: 4, properties: [], clientID: clientID, username: username, cleanSession: cleanSession)
     }
 
     /// The same in 5.0 (Clean Start, no properties).
@@ -328,9 +329,9 @@ public enum MQTTTestPackets {
         connect(level: 5, properties: [0], clientID: clientID, username: username)
     }
 
-    private static func connect(level: UInt8, properties: [UInt8], clientID: String, username: String?) -> [UInt8] {
+    private static func connect(level: UInt8, properties: [UInt8], clientID: String, username: String?, cleanSession: Bool = true) -> [UInt8] {
         func string(_ text: String) -> [UInt8] { [UInt8(text.utf8.count >> 8), UInt8(text.utf8.count & 0xFF)] + Array(text.utf8) }
-        let flags: UInt8 = 0x02 | (username == nil ? 0 : 0x80)
+        let flags: UInt8 = (cleanSession ? 0x02 : 0) | (username == nil ? 0 : 0x80)
         let body = string("MQTT") + [level, flags, 0, 60] + properties + string(clientID) + (username.map(string) ?? [])
         precondition(body.count < 128, "one-byte remaining length only")
         return [0x10, UInt8(body.count)] + body

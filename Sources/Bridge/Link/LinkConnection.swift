@@ -489,7 +489,8 @@ final class LinkConnection {
             var configuration = node.proxyTemplate
             configuration.name = "link:\(service.name)"
             configuration.broker = service.target
-            let environment = ProxyEnvironment(configuration: configuration, aclStore: aclStore, metrics: node.proxyMetrics, logger: streamLogger, registry: ConnectionRegistry())
+            let environment = ProxyEnvironment(configuration: configuration, aclStore: aclStore, metrics: node.proxyMetrics, logger: streamLogger, registry: ConnectionRegistry(),
+                                               narrowingLedger: node.narrowingLedger)
             let endpoint = MQTTStreamEndpoint(stream: stream, environment: environment, origin: "\(peer.name)/\(origin)")
             stream.endpoint = endpoint
             write(LinkFrame(.openOK, stream: id, payload: LinkFrame.openOKMQTT))

@@ -59,6 +59,8 @@ public final class LinkNode: Sendable {
     let aclStore: ACLStore?
     let proxyMetrics: BridgeMetrics
     let proxyTemplate: ProxyConfiguration
+    /// Narrowed filters of persistent sessions of `mqtt` service clients, across streams.
+    let narrowingLedger = NarrowingLedger()
     let registry: NIOLoopBoundBox<LinkRegistry>
     /// The topic relay, if configured; set on the loop before any link is accepted or dialled.
     let relay: NIOLoopBoundBox<RelayService?>

@@ -80,7 +80,7 @@ final class ProxyConnection {
         self.session = ProxySession(configuration: .init(allowAnonymous: environment.configuration.allowAnonymous,
                                                           maximumPacketSize: environment.configuration.maximumPacketSize,
                                                           maximumNarrowedFilters: environment.configuration.maximumNarrowedFilters),
-                                     aclStore: environment.aclStore)
+                                     aclStore: environment.aclStore, narrowingLedger: environment.narrowingLedger)
         self.logger = environment.logger
     }
 

@@ -45,6 +45,8 @@ struct ProxyEnvironment: Sendable {
     let metrics: BridgeMetrics
     let logger: Logger
     let registry: ConnectionRegistry
+    /// Narrowed filters of persistent sessions, shared by the connections that can resume them.
+    var narrowingLedger = NarrowingLedger()
 }
 
 /// The open client connections of a listener: for max_connections and for draining.

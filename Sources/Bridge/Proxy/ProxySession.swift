@@ -151,13 +151,34 @@ struct ProxySession {
     /// QoS > 0 PUBLISHes forwarded to the broker and not yet acknowledged (for draining).
     private(set) var inFlightToBroker = Set<UInt16>()
     private var subscriptions = SubscriptionBook()
+    /// Narrowed filters of persistent sessions, across this listener's connections.
+    let narrowingLedger: NarrowingLedger
+    /// The client id, when the broker keeps this session after the connection ends (3.1.x
+    /// without Clean Session; 5.0 with a Session Expiry Interval): its narrowed filters are
+    /// counted in `narrowingLedger`, not only in `subscriptions`.
+    private var persistentClientID: String?
     private var decisions = DecisionCache()
     /// The 5.0 CONNECT named an Authentication Method: only then may AUTH follow (§4.12).
     private var enhancedAuthentication = false
 
-    init(configuration: Configuration, aclStore: ACLStore) {
+    init(configuration: Configuration, aclStore: ACLStore, narrowingLedger: NarrowingLedger = NarrowingLedger()) {
         self.configuration = configuration
         self.aclStore = aclStore
+        self.narrowingLedger = narrowingLedger
+    }
+
+    /// Narrowed filters in use: held by the session (for a persistent one, also from earlier
+    /// connections) and asked for in SUBSCRIBEs not yet answered.
+    private var narrowedInUse: Int {
+        (persistentClientID.map(narrowingLedger.count) ?? subscriptions.narrowedHeld) + subscriptions.narrowedPending
+    }
+
+    /// For a persistent session, moves the ledger by what this connection's narrowed filters
+    /// did since `before` (`subscriptions.narrowedHeld` then), less `removedElsewhere`:
+    /// narrowed filters an UNSUBSCRIBE sent for filters subscribed on an earlier connection.
+    private func recordNarrowed(since before: Int, removedElsewhere: Int = 0) {
+        guard let clientID = persistentClientID else { return }
+        narrowingLedger.add(subscriptions.narrowedHeld - before - removedElsewhere, for: clientID)
     }
 
     // MARK: Client → broker
@@ -258,6 +279,8 @@ struct ProxySession {
         let forwarded = rewritten == connect ? frame.bytes : MQTTPacket.connect(rewritten).encode(version: connect.protocolVersion)
         let identity = Identity.client(username: connect.username, clientID: clientID.isEmpty ? nil : clientID)
         self.identity = identity
+        let persists = connect.protocolVersion == .v5 ? (connect.properties.sessionExpiryInterval ?? 0) > 0 : !connect.cleanStart
+        persistentClientID = persists && !clientID.isEmpty ? clientID : nil
         let policy = currentPolicy()
 
         /// `code` is the 3.1.x return code; 5.0 refusals here are all 0x87.
@@ -358,7 +381,7 @@ struct ProxySession {
         var components: [SubscriptionBook.Component] = []
         var effects: [Effect] = []
         var unchanged = true
-        var budget = NarrowingBudget(configuration, inUse: subscriptions.narrowedHeld + subscriptions.narrowedPending)
+        var budget = NarrowingBudget(configuration, inUse: narrowedInUse)
         var narrowed = 0
         let deniedCode: ReasonCode = version == .v5 ? .notAuthorized : .unspecifiedError
         for subscription in subscribe.subscriptions {
@@ -419,10 +442,15 @@ struct ProxySession {
         // A filter this connection never subscribed (a resumed session's) is mapped the way a
         // SUBSCRIBE would be, within the same limit; past it, it is answered here.
         var budget = NarrowingBudget(configuration)
+        var removedElsewhere = 0
+        let before = subscriptions.narrowedHeld
         let (brokerFilters, pending) = subscriptions.planUnsubscribe(packetIdentifier: id, requested: unsubscribe.topicFilters) { filter in
             let permitted = budget.decide(filter, policy).permittedFilters
-            return permitted == [filter] || budget.take(permitted) ? permitted : []
+            guard permitted == [filter] || budget.take(permitted) else { return [] }
+            if permitted != [filter] { removedElsewhere += permitted.count }
+            return permitted
         }
+        recordNarrowed(since: before, removedElsewhere: removedElsewhere)
         if brokerFilters.isEmpty {
             let codes = version == .v5 ? SubscriptionBook.codes(for: pending, brokerCodes: []) : []
             return .effects([.toClient(MQTTPacket.unsubAck(UnsubAck(packetIdentifier: id, reasonCodes: codes)).encode(version: version))])
@@ -498,6 +526,8 @@ struct ProxySession {
             }
             state = ack.isAccepted ? .connected : .closed
             clientAliases.maximum = ack.properties?.topicAliasMaximum ?? 0
+            // A new session at the broker holds no subscriptions, whatever earlier ones did.
+            if ack.isAccepted, !ack.sessionPresent, case .client(_, let id?) = identity { narrowingLedger.reset(id) }
             guard version == .v5, ack.isAccepted else { return .forward }
             var properties = ack.properties ?? []
             if let assigned = assignedClientIdentifier,
@@ -530,9 +560,11 @@ struct ProxySession {
             return .forward
         case .subAck(let subAck):
             let deniedCode: ReasonCode = version == .v5 ? .notAuthorized : .unspecifiedError
+            let before = subscriptions.narrowedHeld
             guard let codes = subscriptions.subAckReceived(packetIdentifier: subAck.packetIdentifier, brokerCodes: subAck.reasonCodes, deniedCode: deniedCode) else {
                 return .forward
             }
+            recordNarrowed(since: before)
             if codes == subAck.reasonCodes { return .forward }
             let rebuilt = SubAck(packetIdentifier: subAck.packetIdentifier, properties: subAck.properties, reasonCodes: codes)
             return .effects([.toClient(MQTTPacket.subAck(rebuilt).encode(version: version))])
