@@ -9,17 +9,15 @@ public final class ACLPolicy: Sendable {
     let ownRules: [ACLRule]
     /// Patterns after substitution, or nil when pattern lines do not apply.
     let patternTrie: RuleTrie?
-    let substitutedPatterns: [(rule: ACLRule, filter: TopicFilter)]
+    /// The pattern lines after substitution, as filters.
+    let patterns: RuleFilters
     /// Set when pattern lines exist but must not be applied: mosquitto then denies whatever
     /// the identity's own list did not decide.
     let patternRefusal: ACLReason?
-    /// The rules as filters, for subscribe decisions: parsed once per ACL (own rules) or per
-    /// policy (patterns), not per filter (a client can send thousands in one SUBSCRIBE).
+    /// The identity's own rules as filters, for subscribe decisions: parsed once per ACL and
+    /// shared by every connection, not per filter (a client can send thousands in one SUBSCRIBE).
     let ownReads: RuleFilters
     let ownDenies: RuleFilters
-    let patternReads: RuleFilters
-    /// The own denies and the pattern denies: what applies to a pattern grant.
-    let allDenies: RuleFilters
 
     init(acl: CompiledACL, identity: Identity) {
         self.identity = identity
@@ -59,14 +57,11 @@ public final class ACLPolicy: Sendable {
                 }
             }
         }
-        substitutedPatterns = substituted
+        patterns = RuleFilters(substituted.map { (rule: $0.0, filter: $0.1) })
         patternTrie = substituted.isEmpty ? nil : RuleTrie(substituted)
         patternRefusal = refusal
         ownReads = ownList?.reads ?? .empty
         ownDenies = ownList?.denies ?? .empty
-        let patterns = refusal == nil ? substituted.map { (rule: $0.0, filter: $0.1) } : []
-        patternReads = RuleFilters(patterns.filter { $0.rule.access.grants(.read) })
-        allDenies = ownDenies + RuleFilters(patterns.filter { $0.rule.access == .deny })
     }
 
     static func isUnsafe(_ value: String) -> Bool {
@@ -142,34 +137,43 @@ public final class ACLPolicy: Sendable {
         // The whole filter inside one grant that no deny overlaps: allowed as asked. (The first
         // such grant, own rules before patterns: the one the narrowing below would also find,
         // since a grant covering the filter intersects it in the filter itself.)
-        func wholeGrant(_ reads: RuleFilters, _ denies: RuleFilters) -> Int? {
-            for i in reads.filters.indices where filter.isCovered(by: reads.filters[i]) {
-                if !denies.filters.contains(where: { filter.intersection($0) != nil }) { return i }
-            }
+        // A pattern line's grant is checked against the own denies and the pattern denies; an
+        // own grant against the own denies only. The first overlapping deny, in that order.
+        let patterns = self.patterns
+        func deny(overlapping f: TopicFilter, pattern: Bool) -> ACLRule? {
+            if let i = ownDenies.filters.firstIndex(where: { f.intersection($0) != nil }) { return ownDenies.rules[i] }
+            guard pattern else { return nil }
+            for i in patterns.filters.indices where patterns.rules[i].access == .deny && f.intersection(patterns.filters[i]) != nil { return patterns.rules[i] }
             return nil
         }
-        if let i = wholeGrant(ownReads, ownDenies) { return .allowed(filter: requested, rule: ownReads.rules[i]) }
-        if let i = wholeGrant(patternReads, allDenies) { return .allowed(filter: requested, rule: patternReads.rules[i]) }
-        let grants = [(ownReads, ownDenies), (patternReads, allDenies)]
+        func patternRead(_ i: Int) -> Bool { patterns.rules[i].access.grants(.read) }
+        // Whether a deny overlaps the filter does not depend on the grant: one check each.
+        if let i = ownReads.filters.firstIndex(where: { filter.isCovered(by: $0) }), deny(overlapping: filter, pattern: false) == nil {
+            return .allowed(filter: requested, rule: ownReads.rules[i])
+        }
+        if let i = patterns.filters.indices.first(where: { patternRead($0) && filter.isCovered(by: patterns.filters[$0]) }), deny(overlapping: filter, pattern: true) == nil {
+            return .allowed(filter: requested, rule: patterns.rules[i])
+        }
         guard narrowing else {
             // Tell "partly readable" from "nothing readable" (the latter is an ordinary denial),
             // still without working out the parts.
-            let overlapsAGrant = [ownReads, patternReads].contains { reads in reads.filters.contains { filter.intersection($0) != nil } }
+            let overlapsAGrant = ownReads.filters.contains { filter.intersection($0) != nil }
+                || patterns.filters.indices.contains { patternRead($0) && filter.intersection(patterns.filters[$0]) != nil }
             return .denied(overlapsAGrant ? .narrowingNotAttempted : .noMatchingRule)
         }
 
         var candidates: [(filter: TopicFilter, rule: ACLRule)] = []
         var blockingDeny: ACLRule?
-        for (reads, denies) in grants {
-            for i in reads.filters.indices {
-                guard let candidate = filter.intersection(reads.filters[i]) else { continue }
-                if let deny = denies.filters.firstIndex(where: { candidate.intersection($0) != nil }) {
-                    blockingDeny = blockingDeny ?? denies.rules[deny]
-                    continue
-                }
-                candidates.append((candidate, reads.rules[i]))
+        func consider(_ grant: TopicFilter, _ rule: ACLRule, pattern: Bool) {
+            guard let candidate = filter.intersection(grant) else { return }
+            if let blocking = deny(overlapping: candidate, pattern: pattern) {
+                blockingDeny = blockingDeny ?? blocking
+                return
             }
+            candidates.append((candidate, rule))
         }
+        for i in ownReads.filters.indices { consider(ownReads.filters[i], ownReads.rules[i], pattern: false) }
+        for i in patterns.filters.indices where patternRead(i) { consider(patterns.filters[i], patterns.rules[i], pattern: true) }
         // Drop candidates another candidate already covers (keep the first of equals). Only a
         // candidate with the same first level, or a wildcard there, can cover another: grouping
         // by it keeps this near O(candidates) for the usual disjoint grants, not O(candidates²).
@@ -201,6 +205,6 @@ extension ACLPolicy {
     /// Whether any rule could ever grant this identity read or write access. A client for
     /// which this is false can do nothing, so the proxy refuses it at CONNECT.
     public var grantsAnything: Bool {
-        ownRules.contains { $0.access != .deny } || substitutedPatterns.contains { $0.rule.access != .deny }
+        ownRules.contains { $0.access != .deny } || patterns.rules.contains { $0.access != .deny }
     }
 }

@@ -185,11 +185,4 @@ struct RuleFilters: Sendable {
     }
 
     static let empty = RuleFilters([])
-
-    static func + (lhs: RuleFilters, rhs: RuleFilters) -> RuleFilters {
-        // Usually one side is empty: share the other's storage (a policy per connection).
-        if rhs.rules.isEmpty { return lhs }
-        if lhs.rules.isEmpty { return rhs }
-        return RuleFilters(Array(zip(lhs.rules, lhs.filters)) + Array(zip(rhs.rules, rhs.filters)))
-    }
 }

@@ -14,8 +14,9 @@ struct SubscribeModelTests {
         guard let filter = try? TopicFilter(requested) else { return p.subscribe(filter: requested) }
         let ownDenies = p.ownRules.filter { $0.access == .deny }.map { ($0, try! TopicFilter($0.filter)) }
         let ownReads = p.ownRules.filter { $0.access.grants(.read) }.map { ($0, try! TopicFilter($0.filter)) }
-        let patternDenies = p.substitutedPatterns.filter { $0.rule.access == .deny }
-        let patternReads = p.substitutedPatterns.filter { $0.rule.access.grants(.read) }
+        let substituted = zip(p.patterns.rules, p.patterns.filters).map { (rule: $0, filter: $1) }
+        let patternDenies = substituted.filter { $0.rule.access == .deny }
+        let patternReads = substituted.filter { $0.rule.access.grants(.read) }
         var candidates: [(filter: TopicFilter, rule: ACLRule)] = []
         var blockingDeny: ACLRule?
         func consider(_ grant: (ACLRule, TopicFilter), denies: [(ACLRule, TopicFilter)]) {
