@@ -32,7 +32,6 @@ public final class CompiledACL: Sendable {
 
     public init(_ file: ACLFile) {
         self.file = file
-        func compile(_ rules: [ACLRule]) -> CompiledList { CompiledList(rules) }
         var users: [[UInt8]: [ACLRule]] = [:]
         var peers: [[UInt8]: [ACLRule]] = [:]
         var anonymous: [ACLRule] = []
@@ -45,9 +44,9 @@ public final class CompiledACL: Sendable {
             case .pattern: patterns.append(rule)
             }
         }
-        self.anonymous = compile(anonymous)
-        self.users = users.mapValues(compile)
-        self.peers = peers.mapValues(compile)
+        self.anonymous = CompiledList(anonymous)
+        self.users = users.mapValues(CompiledList.init)
+        self.peers = peers.mapValues(CompiledList.init)
         self.patterns = patterns
     }
 

@@ -330,11 +330,8 @@ public enum MQTTTestPackets {
     }
 
     private static func connect(level: UInt8, properties: [UInt8], clientID: String, username: String?, cleanSession: Bool = true) -> [UInt8] {
-        func string(_ text: String) -> [UInt8] { [UInt8(text.utf8.count >> 8), UInt8(text.utf8.count & 0xFF)] + Array(text.utf8) }
         let flags: UInt8 = (cleanSession ? 0x02 : 0) | (username == nil ? 0 : 0x80)
-        let body = string("MQTT") + [level, flags, 0, 60] + properties + string(clientID) + (username.map(string) ?? [])
-        precondition(body.count < 128, "one-byte remaining length only")
-        return [0x10, UInt8(body.count)] + body
+        return packet(0x10, string("MQTT") + [level, flags, 0, 60] + properties + string(clientID) + (username.map(string) ?? []))
     }
 
     /// CONNACK, 3.1.1, accepted, no session present.

@@ -18,8 +18,8 @@ public struct ProxyConfiguration: Sendable, Equatable {
     /// On shutdown, how long sessions may finish in-flight acknowledgements.
     public var drainTimeout: TimeAmount
     public var allowAnonymous: Bool
-    /// At most this many filters narrowing may put into one SUBSCRIBE (or UNSUBSCRIBE) to the
-    /// broker for the filters it changes (see `ProxySession.Configuration`).
+    /// At most this many broker filters a client may hold through narrowing (see
+    /// `ProxySession.Configuration`).
     public var maximumNarrowedFilters: Int
 
     public init(name: String = "proxy", listen: HostPort, broker: HostPort, connectTimeout: TimeAmount = .seconds(10),

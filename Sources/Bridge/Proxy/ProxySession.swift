@@ -38,8 +38,9 @@ struct ProxySession {
         /// send what the proxy would have to refuse: the broker then drops an oversized
         /// delivery for this client instead of the proxy closing the connection over it.
         var maximumPacketSize: Int? = nil
-        /// At most this many broker filters may be held through narrowing by one connection
-        /// (the filters produced for the requested filters it changes), so also at most this
+        /// At most this many broker filters may be held through narrowing by one client (by its
+        /// connection, or by a persistent session across its connections: `NarrowingLedger`;
+        /// the filters produced for the requested filters narrowing changes), so also at most this
         /// many in one SUBSCRIBE, of at most `maximumPacketSize` bytes; and at most this many in
         /// one UNSUBSCRIBE of filters the connection never subscribed. Narrowing multiplies:
         /// `#` for a user with 200 read grants is 200 filters, and without a limit a 23 KB
@@ -384,14 +385,18 @@ struct ProxySession {
         var budget = NarrowingBudget(configuration, inUse: narrowedInUse)
         var narrowed = 0
         let deniedCode: ReasonCode = version == .v5 ? .notAuthorized : .unspecifiedError
+        /// A filter refused for the narrowing limit: SUBACK 0x97 (0x80 in 3.1.x), and a denial.
+        func overLimit(_ filter: String, _ why: String) {
+            unchanged = false
+            components.append(.refused(version == .v5 ? .quotaExceeded : .unspecifiedError))
+            effects.append(.denied(DenialEvent(kind: .subscribe, direction: "client_to_broker", identity: identity!, topic: filter, rule: nil,
+                                               reason: "\(why) (max_narrowed_filters \(configuration.maximumNarrowedFilters))")))
+        }
         for subscription in subscribe.subscriptions {
             let decision = budget.decide(subscription.topicFilter, policy)
             let permitted = decision.permittedFilters
             if case .denied(.narrowingNotAttempted) = decision {
-                unchanged = false
-                components.append(.refused(version == .v5 ? .quotaExceeded : .unspecifiedError))
-                effects.append(.denied(DenialEvent(kind: .subscribe, direction: "client_to_broker", identity: identity!, topic: subscription.topicFilter, rule: nil,
-                                                   reason: "not readable as a whole, and this connection narrowed as much as it may (max_narrowed_filters \(configuration.maximumNarrowedFilters))")))
+                overLimit(subscription.topicFilter, "not readable as a whole, and this connection narrowed as much as it may")
                 continue
             }
             if permitted.isEmpty {
@@ -407,9 +412,7 @@ struct ProxySession {
             if permitted != [subscription.topicFilter] {
                 unchanged = false
                 guard budget.take(permitted, for: subscription.topicFilter, held: subscriptions.narrowedCount(of: subscription.topicFilter)) else {
-                    components.append(.refused(version == .v5 ? .quotaExceeded : .unspecifiedError))
-                    effects.append(.denied(DenialEvent(kind: .subscribe, direction: "client_to_broker", identity: identity!, topic: subscription.topicFilter, rule: nil,
-                                                       reason: "narrowed to \(permitted.count) filters, more than this connection may still hold through narrowing (max_narrowed_filters \(configuration.maximumNarrowedFilters))")))
+                    overLimit(subscription.topicFilter, "narrowed to \(permitted.count) filters, more than this connection may still hold through narrowing")
                     continue
                 }
                 narrowed += permitted.count
