@@ -115,7 +115,8 @@ struct CheckCommand: ParsableCommand {
         }
         for proxy in configuration.proxies {
             print("  proxy \"\(proxy.name)\": listen \(proxy.listen) → broker \(proxy.broker); connect timeout \(proxy.connectTimeout.nanoseconds / 1_000_000) ms, "
-                  + "max packet \(proxy.maximumPacketSize) B, max connections \(proxy.maximumConnections), anonymous \(proxy.allowAnonymous ? "allowed" : "refused")")
+                  + "max packet \(proxy.maximumPacketSize) B, max connections \(proxy.maximumConnections), anonymous \(proxy.allowAnonymous ? "allowed" : "refused"), "
+                  + "broker reads \(proxy.coalescesBrokerReads ? "coalesced at high rates" : "never coalesced")")
         }
         if let link = configuration.link, let identity = try? SiteIdentity.load(from: link.identityDirectory) {
             print("  identity: \(identity.name) \(identity.fingerprint)")

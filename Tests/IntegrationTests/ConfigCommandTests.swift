@@ -24,6 +24,7 @@ struct ConfigCommandTests {
         #expect(r.status == 0, "\(r.stderr)")
         #expect(r.stdout.contains("configuration \(config): OK"))
         #expect(r.stdout.contains("proxy \"plant-floor\": listen 0.0.0.0:1883 → broker 127.0.0.1:11883"))
+        #expect(r.stdout.contains("anonymous allowed, broker reads coalesced at high rates\n"))
         #expect(r.stdout.contains("metrics: http://127.0.0.1:9464/metrics"))
     }
 

@@ -16,7 +16,8 @@ import Yams
 /// - `proxies` (list, optional): one entry per listener, each with `listen` and `broker`
 ///   (host:port, required), `name`, `connect_timeout` (default 10s), `max_packet_size`
 ///   (default 1048576), `max_connect_packet_size` (default 131072), `max_connections`
-///   (default 10000), `drain_timeout` (default 5s), `max_narrowed_filters` (default 1000).
+///   (default 10000), `drain_timeout` (default 5s), `max_narrowed_filters` (default 1000),
+///   `coalesce_broker_reads` (default true).
 /// - `identity` (path): this site's key and certificate (`mqbridge identity init`); needed
 ///   for `link`, `peers`, `services` and `remote`. Peers written by `mqbridge pair` are kept
 ///   in `peers.yaml` beside them and added to `peers`.
@@ -64,7 +65,7 @@ public struct BridgeConfiguration: Sendable {
 
     static let topLevelKeys = ["log_level", "metrics", "acl", "allow_anonymous", "threads", "proxies", "identity", "link", "peers", "services", "remote", "relay"]
     static let proxyKeys = ["name", "listen", "broker", "connect_timeout", "max_packet_size", "max_connect_packet_size", "max_connections", "drain_timeout",
-                            "max_narrowed_filters"]
+                            "max_narrowed_filters", "coalesce_broker_reads"]
 
     /// Parses the YAML text of `file`. Paths in it are resolved against the file's directory.
     public init(yaml text: String, file: String) throws(ConfigErrors) {
@@ -387,6 +388,7 @@ public struct BridgeConfiguration: Sendable {
         }
         if let (_, n) = map["max_connections"], let v = reader.integer(n, "\(key).max_connections", range: 1...10_000_000) { proxy.maximumConnections = v }
         if let (_, n) = map["max_narrowed_filters"], let v = reader.integer(n, "\(key).max_narrowed_filters", range: 1...1_000_000) { proxy.maximumNarrowedFilters = v }
+        if let (_, n) = map["coalesce_broker_reads"], let v = reader.bool(n, "\(key).coalesce_broker_reads") { proxy.receiveCoalescing = v ? .init() : nil }
         return listen != nil && broker != nil ? proxy : nil
     }
 

@@ -326,6 +326,7 @@ final class ProxyConnection {
         let configuration = environment.configuration
         let loopBound = NIOLoopBound(self, eventLoop: eventLoop)
         let skipsOversized = session.version != .v5
+        let metrics = environment.metrics
         let bootstrap = ClientBootstrap(group: eventLoop)
             .channelOption(.tcpOption(.tcp_nodelay), value: 1)
             .channelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 128, maximum: 65536))
@@ -334,7 +335,8 @@ final class ProxyConnection {
                 channel.eventLoop.makeCompletedFuture {
                     // A 5.0 broker was told the limit (Maximum Packet Size); a 3.1.x one cannot be.
                     let decoder = BrokerFrameDecoder(maximumPacketSize: configuration.maximumPacketSize, skipsOversizedPublish: skipsOversized)
-                    try channel.pipeline.syncOperations.addHandler(BrokerSideHandler(connection: loopBound.value, decoder: decoder))
+                    let coalescer = configuration.receiveCoalescing.map { ReceiveCoalescer(configuration: $0, raised: metrics.readCoalescingRaised, lowered: metrics.readCoalescingLowered) }
+                    try channel.pipeline.syncOperations.addHandler(BrokerSideHandler(connection: loopBound.value, decoder: decoder, coalescer: coalescer))
                 }
             }
         bootstrap.connect(host: configuration.broker.host, port: configuration.broker.port).whenComplete { result in
@@ -525,9 +527,12 @@ final class BrokerSideHandler: ChannelDuplexHandler {
 
     private let connection: ProxyConnection
     private var framer: InlineFramer<BrokerFrameDecoder>
-    init(connection: ProxyConnection, decoder: BrokerFrameDecoder) {
+    /// The socket's receive low watermark at high rates; nil when `coalesce_broker_reads` is off.
+    private let coalescer: ReceiveCoalescer?
+    init(connection: ProxyConnection, decoder: BrokerFrameDecoder, coalescer: ReceiveCoalescer?) {
         self.connection = connection
         self.framer = InlineFramer(decoder)
+        self.coalescer = coalescer
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -540,7 +545,9 @@ final class BrokerSideHandler: ChannelDuplexHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        connection.receiveFromBroker(unwrapInboundIn(data), framer: &framer)
+        let bytes = unwrapInboundIn(data)
+        coalescer?.read(bytes.readableBytes, from: context.channel)
+        connection.receiveFromBroker(bytes, framer: &framer)
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
@@ -555,6 +562,7 @@ final class BrokerSideHandler: ChannelDuplexHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        coalescer?.stop()
         connection.brokerInactive()
         context.fireChannelInactive()
     }

@@ -21,6 +21,10 @@ public struct ProxyConfiguration: Sendable, Equatable {
     /// At most this many broker filters a client may hold through narrowing (see
     /// `ProxySession.Configuration`).
     public var maximumNarrowedFilters: Int
+    /// The broker socket's receive low watermark at high rates (`ReceiveCoalescing`); nil: never.
+    var receiveCoalescing: ReceiveCoalescing.Configuration? = .init()
+    /// Whether reads of the broker socket are coalesced at high rates (`coalesce_broker_reads`).
+    public var coalescesBrokerReads: Bool { receiveCoalescing != nil }
 
     public init(name: String = "proxy", listen: HostPort, broker: HostPort, connectTimeout: TimeAmount = .seconds(10),
                 maximumPacketSize: Int = 1 << 20, maximumConnectPacketSize: Int = 128 << 10, maximumConnections: Int = 10_000,
