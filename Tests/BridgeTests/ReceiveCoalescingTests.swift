@@ -21,7 +21,7 @@ struct ReceiveCoalescingTests {
         for i in 0..<40 {
             #expect(coalescing.read(100, at: Self.at(Int64(i) * 10)) == .none, "read \(i)")
         }
-        #expect(coalescing.read(100, at: Self.at(400)) == .raise(watermark: 256))
+        #expect(coalescing.read(100, at: Self.at(400)) == .start(watermark: 256))
         #expect(coalescing.isRaised)
         // Further reads change nothing until the check.
         #expect(coalescing.read(100, at: Self.at(410)) == .none)
@@ -44,7 +44,7 @@ struct ReceiveCoalescingTests {
             #expect(coalescing.read(4096, at: Self.at(Int64(i) * 10)) == .none, "read \(i)")
         }
         // A small read in the same interval, with the rate that high, does raise it.
-        #expect(coalescing.read(10, at: Self.at(995)) == .raise(watermark: 256))
+        #expect(coalescing.read(10, at: Self.at(995)) == .start(watermark: 256))
     }
 
     @Test("An interval without a read releases it until the next read; two quiet intervals in a row end it; then it must qualify again")
@@ -52,7 +52,7 @@ struct ReceiveCoalescingTests {
         var coalescing = ReceiveCoalescing()
         #expect(coalescing.check() == .none, "not coalescing: nothing to check")
         #expect(coalescing.read(4000, at: Self.at(0)) == .none)
-        #expect(coalescing.read(100, at: Self.at(5)) == .raise(watermark: 256))
+        #expect(coalescing.read(100, at: Self.at(5)) == .start(watermark: 256))
         #expect(coalescing.read(2000, at: Self.at(100)) == .none)
         #expect(coalescing.check() == .checkAgain, "2,100 bytes read: not quiet")
         // A burst's last packets lie below the watermark: nothing is read in the next interval.
@@ -67,14 +67,14 @@ struct ReceiveCoalescingTests {
         // Nothing read before counts towards raising it again.
         #expect(coalescing.read(100, at: Self.at(3000)) == .none)
         #expect(coalescing.read(3995, at: Self.at(3010)) == .none)
-        #expect(coalescing.read(1, at: Self.at(3020)) == .raise(watermark: 256))
+        #expect(coalescing.read(1, at: Self.at(3020)) == .start(watermark: 256))
     }
 
     @Test("A stream that slows below 4 MB/s ends it although every interval still reads")
     func slowingStreamLowers() {
         var coalescing = ReceiveCoalescing()
         #expect(coalescing.read(4096, at: Self.at(0)) == .none)
-        #expect(coalescing.read(90, at: Self.at(1)) == .raise(watermark: 256))
+        #expect(coalescing.read(90, at: Self.at(1)) == .start(watermark: 256))
         #expect(coalescing.check() == .checkAgain, "quiet once, but it read")
         #expect(coalescing.read(1000, at: Self.at(600)) == .none)
         #expect(coalescing.check() == .lower)

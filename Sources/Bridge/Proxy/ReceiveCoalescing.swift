@@ -51,7 +51,9 @@ struct ReceiveCoalescing {
 
     enum Action: Equatable {
         case none
-        /// Set SO_RCVLOWAT to this, and call `check()` every `interval` if not doing so yet.
+        /// Coalescing starts: set SO_RCVLOWAT to this and call `check()` every `interval`.
+        case start(watermark: Int)
+        /// Set SO_RCVLOWAT to this again after a release (the checks go on).
         case raise(watermark: Int)
         /// Call `check()` again after another `interval`.
         case checkAgain
@@ -95,7 +97,7 @@ struct ReceiveCoalescing {
         isRaised = true
         bytes = count
         quiet = 0
-        return .raise(watermark: configuration.watermark)
+        return .start(watermark: configuration.watermark)
     }
 
     /// Every `interval` while coalescing.
@@ -152,15 +154,15 @@ final class ReceiveCoalescer {
         switch action {
         case .none:
             break
-        case .raise(let watermark):
+        case .start(let watermark):
             guard channel.setReceiveLowWatermark(watermark) else {
                 stopped = true  // not available here: the default watermark stays
                 return
             }
-            if scheduledCheck == nil {
-                raised.increment()
-                scheduleCheck(on: channel)
-            }
+            raised.increment()
+            scheduleCheck(on: channel)
+        case .raise(let watermark):
+            _ = channel.setReceiveLowWatermark(watermark)
         case .checkAgain:
             scheduleCheck(on: channel)
         case .release:
