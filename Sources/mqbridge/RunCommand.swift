@@ -132,7 +132,8 @@ struct CheckCommand: ParsableCommand {
         }
         if let relay = configuration.relay {
             print("  relay: broker \(relay.broker) (MQTT \(relay.protocolLevel == 5 ? "5" : "3.1.1")), queue \(relay.queueDirectory) "
-                  + "(max \(relay.maximumQueueBytes) B, when full: \(relay.whenFull.rawValue), max age \(relay.maximumAge.nanoseconds / 1_000_000_000) s, replay \(relay.replayRate)/s)")
+                  + "(max \(relay.maximumQueueBytes) B, when full: \(relay.whenFull.rawValue), max age \(relay.maximumAge.nanoseconds / 1_000_000_000) s, replay \(relay.replayRate)/s), "
+                  + "broker reads \(relay.coalescesBrokerReads ? "coalesced at high rates" : "never coalesced")")
             for rule in relay.rules {
                 let local = rule.localPrefix + rule.filter, wire = rule.remotePrefix + rule.filter
                 let arrow = switch rule.direction { case .out: "→"; case .in: "←"; case .both: "↔" }

@@ -2,6 +2,7 @@
 import Foundation
 import Logging
 import MetricsTestKit
+import MQTTCodec
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
@@ -97,19 +98,32 @@ struct ReceiveCoalescingTests {
     }
 
     /// A broker that answers CONNECT and then writes `count` 20-byte PUBLISHes, each with a
-    /// write of its own (as mosquitto does), and a last one that differs.
-    final class BurstingBroker: ChannelInboundHandler, Sendable {
+    /// write of its own (as mosquitto does), and a last one that differs. Later reads (the
+    /// relay's SUBSCRIBE) get no answer.
+    final class BurstingBroker: ChannelInboundHandler {
         typealias InboundIn = ByteBuffer
         typealias OutboundOut = ByteBuffer
         let count: Int
+        private var answered = false
         init(count: Int) { self.count = count }
+
+        static func start(count: Int, group: any EventLoopGroup) async throws -> any Channel {
+            try await ServerBootstrap(group: group)
+                .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
+                .childChannelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(BurstingBroker(count: count)) }
+                }
+                .bind(host: "127.0.0.1", port: 0).get()
+        }
 
         static func publish(_ payload: String) -> [UInt8] {
             MQTTTestPackets.packet(0x30, [0x00, 0x03] + Array("t/1".utf8) + Array(payload.utf8))
         }
 
         func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-            // The first read holds the CONNECT (23 bytes from one client write).
+            // The first read holds the CONNECT (from one client write).
+            guard !answered else { return }
+            answered = true
             context.writeAndFlush(NIOAny(ByteBuffer(bytes: [0x20, 0x02, 0x00, 0x00])), promise: nil)
             for _ in 0..<count {
                 context.writeAndFlush(NIOAny(ByteBuffer(bytes: Self.publish("payload-13byt"))), promise: nil)
@@ -124,29 +138,32 @@ struct ReceiveCoalescingTests {
         case lowered
         /// Checks find intervals without a read and release it (no interval is quiet).
         case released
+
+        /// A watermark larger than the whole burst: once it is raised, every byte after that
+        /// waits in the kernel until a check lowers or releases it, so without that the last
+        /// packet would never come. (With the defaults a burst like this one may or may not
+        /// raise it, depending on how the reads fall.)
+        /// Raised by the burst at least once, and lowered at least once where the checks end it.
+        func expectCounted(in recorded: TestMetrics, sourceLocation: Testing.SourceLocation = #_sourceLocation) {
+            func counted(_ change: String) -> Int64 { (try? recorded.expectCounter("mqbridge_broker_read_coalescing_total", [("change", change)]).totalValue) ?? 0 }
+            #expect(counted("raised") >= 1, sourceLocation: sourceLocation)
+            #expect(counted("lowered") >= (self == .lowered ? 1 : 0), sourceLocation: sourceLocation)
+        }
+
+        var coalescing: ReceiveCoalescing.Configuration {
+            switch self {
+            case .lowered: .init(watermark: 1 << 16, interval: .milliseconds(50), raiseAtBytes: 512, keepAtBytes: 1 << 30, quietIntervals: 1)
+            case .released: .init(watermark: 1 << 16, interval: .milliseconds(50), raiseAtBytes: 512, keepAtBytes: 0, quietIntervals: 1000)
+            }
+        }
     }
 
     @Test("Through real sockets: raised under a burst of small deliveries; the packets held below it get out", arguments: Ending.allCases)
     func burstTailIsReleased(ending: Ending) async throws {
-        let brokerGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let proxyGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let count = 2000
-        let broker = try await ServerBootstrap(group: brokerGroup)
-            .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
-            .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(BurstingBroker(count: count)) }
-            }
-            .bind(host: "127.0.0.1", port: 0).get()
-
-        // A watermark larger than the whole burst: once it is raised, every byte after that
-        // waits in the kernel until a check lowers or releases it. Without that the last
-        // packet would never come. (With the defaults a burst
-        // like this one may or may not raise it, depending on how the reads fall.)
+        let (brokerGroup, proxyGroup, count) = (MultiThreadedEventLoopGroup(numberOfThreads: 1), MultiThreadedEventLoopGroup(numberOfThreads: 1), 2000)
+        let broker = try await BurstingBroker.start(count: count, group: brokerGroup)
         var configuration = ProxyConfiguration(listen: HostPort(host: "127.0.0.1", port: 0), broker: HostPort(host: "127.0.0.1", port: broker.localAddress!.port!))
-        configuration.receiveCoalescing = switch ending {
-        case .lowered: .init(watermark: 1 << 16, interval: .milliseconds(50), raiseAtBytes: 512, keepAtBytes: 1 << 30, quietIntervals: 1)
-        case .released: .init(watermark: 1 << 16, interval: .milliseconds(50), raiseAtBytes: 512, keepAtBytes: 0, quietIntervals: 1000)
-        }
+        configuration.receiveCoalescing = ending.coalescing
         let acl = ACLStore(CompiledACL(try ACLFile(parsing: "topic read t/#\n", source: "acl")))
         let recorded = TestMetrics()
         let metrics = BridgeMetrics(factory: recorded)
@@ -168,13 +185,40 @@ struct ReceiveCoalescingTests {
         #expect(inOrder, "every delivery, in order, the last one included")
         // Raised by the burst; and since the watermark exceeds the burst, what came after
         // that could only have been read once a check lowered it.
-        func counted(_ change: String) -> Int64 { (try? recorded.expectCounter("mqbridge_broker_read_coalescing_total", [("change", change)]).totalValue) ?? 0 }
-        #expect(counted("raised") >= 1)
-        #expect(counted("lowered") >= (ending == .lowered ? 1 : 0))
+        ending.expectCounted(in: recorded)
         // Closing the groups closes the listener and the broker, which ends `run`.
         try await proxyGroup.shutdownGracefully()
         try await brokerGroup.shutdownGracefully()
         _ = try? await running.value
+    }
+
+    @Test("The relay's connection to its broker: raised under a burst of small deliveries; the messages held below it get out", arguments: Ending.allCases)
+    func relayBurstTailIsReleased(ending: Ending) async throws {
+        let (brokerGroup, relayGroup, count) = (MultiThreadedEventLoopGroup(numberOfThreads: 1), MultiThreadedEventLoopGroup(numberOfThreads: 1), 2000)
+        let broker = try await BurstingBroker.start(count: count, group: brokerGroup)
+        var configuration = RelayConfiguration(broker: HostPort(host: "127.0.0.1", port: broker.localAddress!.port!), clientID: "relay-coalesced",
+                                               queueDirectory: "unused", rules: [])
+        configuration.receiveCoalescing = ending.coalescing
+        let settings = configuration
+        let recorded = TestMetrics()
+        let payloads = NIOLockedValueBox<[String]>([])
+        let eventLoop = relayGroup.next()
+        let relay = try await eventLoop.submit {
+            let client = RelayBrokerClient(configuration: settings, subscriptions: [("t/#", .atMostOnce)], eventLoop: eventLoop,
+                                           logger: Logger(label: "test"), metrics: RelayMetrics(factory: recorded))
+            client.onMessage = { incoming in payloads.withLockedValue { $0.append(String(buffer: incoming.publish.payload)) } }
+            client.start()
+            return NIOLoopBound(client, eventLoop: eventLoop)
+        }.get()
+
+        let all = try #require(await Self.wait { payloads.withLockedValue { $0.count >= count + 1 ? $0 : nil } })
+        #expect(all.count == count + 1, "every delivery")
+        #expect(all.dropLast().allSatisfy { $0 == "payload-13byt" })
+        #expect(all.last == "the-last-one!", "the last one, which only a check could let out")
+        ending.expectCounted(in: recorded)
+        try await eventLoop.submit { relay.value.stop() }.get()
+        try await relayGroup.shutdownGracefully()
+        try await brokerGroup.shutdownGracefully()
     }
 
     /// Polls `value` for up to 30 s.

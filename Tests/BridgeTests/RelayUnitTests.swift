@@ -137,6 +137,8 @@ struct RelayUnitTests {
         #expect(relay.queueDirectory == "/etc/mqbridge/relay-queue")
         #expect(relay.replayRate == 20_000)
         #expect(relay.commitInterval == .milliseconds(5))
+        #expect(relay.receiveCoalescing == ReceiveCoalescing.Configuration())
+        #expect(try #require(configuration("  broker: 127.0.0.1:1883\n  coalesce_broker_reads: false\n  rules: [{peer: site-b, filter: \"a/#\", direction: out}]").relay).receiveCoalescing == nil)
         for zero in ["0", "0s", "0ms"] {
             #expect(try #require(configuration("  broker: 127.0.0.1:1883\n  commit_interval: \(zero)\n  rules: [{peer: site-b, filter: \"a/#\", direction: out}]").relay).commitInterval == .zero)
         }
@@ -150,6 +152,7 @@ struct RelayUnitTests {
               broker: 127.0.0.1:1883
               when_full: explode
               commit_interval: 2s
+              coalesce_broker_reads: often
               rules:
                 - {peer: site-c, filter: "a/#", direction: sideways}
                 - {peer: site-b, filter: "a/#/b", direction: out, local_prefix: "x/+/"}
@@ -159,6 +162,7 @@ struct RelayUnitTests {
             let text = "\(error)"
             #expect(text.contains("/etc/mqbridge/site.yaml:8: relay.when_full: \"explode\" is not a policy — write `when_full: block`"))
             #expect(text.contains("/etc/mqbridge/site.yaml:9: relay.commit_interval: \"2s\" is not a duration from 0 to 1s — write e.g. `commit_interval: 2ms`"))
+            #expect(text.contains("/etc/mqbridge/site.yaml:10: relay.coalesce_broker_reads: \"often\" is not true or false — write true or false"))
             #expect(text.contains("relay.rules[0].peer: \"site-c\" is not a configured peer"))
             #expect(text.contains("relay.rules[0].direction: \"sideways\" is not in, out or both"))
             #expect(text.contains("relay.rules[1].local_prefix: a prefix cannot contain wildcards"))

@@ -166,6 +166,7 @@ struct ConfigCommandTests {
         let r = try mqbridge(["check", "--config", dir.appendingPathComponent("relay.yaml").path])
         #expect(r.status == 0, "\(r.stderr)")
         #expect(r.stdout.contains("relay: broker 127.0.0.1:1883 (MQTT 5), queue \(dir.appendingPathComponent("relay-queue").path)"))
+        #expect(r.stdout.contains("replay 20000/s), broker reads coalesced at high rates\n"))
         #expect(r.stdout.contains("relay rule: out/# → site-b as site-a/out/#, QoS ≤ 1"))
         #expect(r.stdout.contains("relay rule: in/# ← site-b as in/#, QoS ≤ 2"))
         try relay.write(to: dir.appendingPathComponent("noacl.yaml"), atomically: true, encoding: .utf8)

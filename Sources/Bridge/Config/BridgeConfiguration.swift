@@ -276,7 +276,7 @@ public struct BridgeConfiguration: Sendable {
         return configuration
     }
 
-    static let relayKeys = ["broker", "protocol", "client_id", "username", "queue_dir", "max_queue_bytes", "max_age", "replay_rate", "when_full", "commit_interval", "rules"]
+    static let relayKeys = ["broker", "protocol", "client_id", "username", "queue_dir", "max_queue_bytes", "max_age", "replay_rate", "when_full", "commit_interval", "coalesce_broker_reads", "rules"]
     static let relayRuleKeys = ["peer", "filter", "direction", "qos", "local_prefix", "remote_prefix"]
 
     private static func relay(_ node: Node, link: LinkConfiguration?, directory: URL, reader: inout ConfigReader) -> RelayConfiguration? {
@@ -303,6 +303,7 @@ public struct BridgeConfiguration: Sendable {
         if let (_, n) = map["max_queue_bytes"], let v = reader.integer(n, "relay.max_queue_bytes", range: 65536...(1 << 40)) { configuration.maximumQueueBytes = v }
         if let (_, n) = map["max_age"], let d = reader.duration(n, "relay.max_age") { configuration.maximumAge = d }
         if let (_, n) = map["replay_rate"], let v = reader.integer(n, "relay.replay_rate", range: 1...10_000_000) { configuration.replayRate = v }
+        if let (_, n) = map["coalesce_broker_reads"], let v = reader.bool(n, "relay.coalesce_broker_reads") { configuration.receiveCoalescing = v ? .init() : nil }
         if let (_, n) = map["commit_interval"], let text = reader.string(n, "relay.commit_interval") {
             if let d = parseDuration(text, allowingZero: true), d <= .seconds(1) {
                 configuration.commitInterval = d

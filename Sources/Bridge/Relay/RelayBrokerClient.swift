@@ -16,6 +16,7 @@ final class RelayBrokerClient {
     private let configuration: RelayConfiguration
     private let eventLoop: any EventLoop
     private let logger: Logger
+    private let metrics: RelayMetrics
     private var version: ProtocolVersion { configuration.protocolLevel == 5 ? .v5 : .v3_1_1 }
     private var context: ChannelHandlerContext?
     private var connected = false
@@ -69,11 +70,17 @@ final class RelayBrokerClient {
     var onMessage: ((Incoming) -> Void)?
     var onConnected: (() -> Void)?
 
-    init(configuration: RelayConfiguration, subscriptions: [(filter: String, qos: QoS)], eventLoop: any EventLoop, logger: Logger) {
+    init(configuration: RelayConfiguration, subscriptions: [(filter: String, qos: QoS)], eventLoop: any EventLoop, logger: Logger, metrics: RelayMetrics) {
         self.configuration = configuration
         self.subscriptions = subscriptions
         self.eventLoop = eventLoop
         self.logger = logger
+        self.metrics = metrics
+    }
+
+    /// For each connection to the broker (its state is the socket's).
+    func makeCoalescer() -> ReceiveCoalescer? {
+        configuration.receiveCoalescing.map { ReceiveCoalescer(configuration: $0, raised: metrics.readCoalescingRaised, lowered: metrics.readCoalescingLowered) }
     }
 
     var isConnected: Bool { connected }
@@ -365,8 +372,11 @@ final class RelayBrokerHandler: ChannelInboundHandler {
     let client: RelayBrokerClient
     /// Packets are framed here, not by a ByteToMessageHandler: no pipeline hop per packet.
     private var framer: InlineFramer<BrokerFrameDecoder>
+    /// Coalesces the reads of the messages the broker delivers at high rates.
+    private let coalescer: ReceiveCoalescer?
     init(client: RelayBrokerClient) {
         self.client = client
+        coalescer = client.makeCoalescer()
         framer = InlineFramer(BrokerFrameDecoder(maximumPacketSize: RelayBrokerClient.maximumPacketSize, skipsOversizedPublish: client.skipsOversizedPublish))
     }
 
@@ -375,7 +385,9 @@ final class RelayBrokerHandler: ChannelInboundHandler {
         context.fireChannelActive()
     }
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        framer.feed(unwrapInboundIn(data), while: { true }, onFrame: { frame in
+        let bytes = unwrapInboundIn(data)
+        coalescer?.read(bytes.readableBytes, from: context.channel)
+        framer.feed(bytes, while: { true }, onFrame: { frame in
             switch frame {
             case .packet(let packet): client.frame(packet)
             case .oversizedPublish(let publish): client.oversized(publish)
@@ -390,6 +402,7 @@ final class RelayBrokerHandler: ChannelInboundHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        coalescer?.stop()
         client.inactive()
         context.fireChannelInactive()
     }

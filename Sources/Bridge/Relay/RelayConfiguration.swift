@@ -56,6 +56,13 @@ public struct RelayConfiguration: Sendable, Equatable {
     /// its journal commits take) one fsync per message.
     public var commitInterval: TimeAmount
     public var rules: [RelayRule]
+    /// The broker socket's receive low watermark at high rates (`ReceiveCoalescing`), as for
+    /// a proxy's broker socket; nil: never. The relay's subscription is one such socket:
+    /// mosquitto writes each message it delivers on its own, and at full QoS 0 load relay A
+    /// woke for most of them.
+    var receiveCoalescing: ReceiveCoalescing.Configuration? = .init()
+    /// Whether reads of the broker socket are coalesced at high rates (`coalesce_broker_reads`).
+    public var coalescesBrokerReads: Bool { receiveCoalescing != nil }
 
     public init(broker: HostPort, protocolLevel: UInt8 = 4, clientID: String, username: String? = nil, queueDirectory: String,
                 maximumQueueBytes: Int = 256 << 20, maximumAge: TimeAmount = .hours(24), replayRate: Int = 20_000, whenFull: WhenFull = .block,

@@ -24,9 +24,14 @@ public final class RelayMetrics: Sendable {
     let queueFull: Counter
     let echoSuppressed: Counter
     let queueMessages: Meter
+    /// The same series as the proxies' (`BridgeMetrics`): every broker socket of the process.
+    let readCoalescingRaised: Counter
+    let readCoalescingLowered: Counter
 
     public init(factory: any MetricsFactory) {
         queued = Counter(label: "mqbridge_relay_queued_total", factory: factory)
+        readCoalescingRaised = Counter(label: "mqbridge_broker_read_coalescing_total", dimensions: [("change", "raised")], factory: factory)
+        readCoalescingLowered = Counter(label: "mqbridge_broker_read_coalescing_total", dimensions: [("change", "lowered")], factory: factory)
         sent = Counter(label: "mqbridge_relay_sent_total", factory: factory)
         resent = Counter(label: "mqbridge_relay_resent_total", factory: factory)
         settled = Counter(label: "mqbridge_relay_settled_total", factory: factory)
@@ -98,7 +103,7 @@ final class RelayService {
         outFilters = subscriptions.keys.compactMap { try? TopicFilter($0) }
         broker = RelayBrokerClient(configuration: configuration,
                                    subscriptions: subscriptions.sorted { $0.key < $1.key }.map { ($0.key, QoS(rawValue: $0.value) ?? .atLeastOnce) },
-                                   eventLoop: eventLoop, logger: logger)
+                                   eventLoop: eventLoop, logger: logger, metrics: metrics)
         let base = URL(fileURLWithPath: configuration.queueDirectory)
         try RelayQueueDirectoryError.check(base.path)
         for name in Set(configuration.rules.map(\.peer)).sorted() {
