@@ -10,9 +10,10 @@
 #   stunnel4                      the TLS baseline in benchmarks
 #   haproxy                       the plain TCP proxy baseline in the proxy benchmark
 #   iproute2, tcpdump             two-site tests in network namespaces, and their captures
+#   systemd, procps               systemd-analyze and /bin/kill: the shipped unit (conf/mqbridge.service) is verified
 set -eu
 
-PACKAGES="mosquitto mosquitto-clients libmosquitto-dev pkg-config openssl python3 python3-paho-mqtt python3-yaml stunnel4 haproxy iproute2 tcpdump"
+PACKAGES="mosquitto mosquitto-clients libmosquitto-dev pkg-config openssl python3 python3-paho-mqtt python3-yaml stunnel4 haproxy iproute2 tcpdump systemd procps"
 
 missing=""
 for package in $PACKAGES; do

@@ -28,6 +28,51 @@ struct ConfigCommandTests {
         #expect(r.stdout.contains("metrics: http://127.0.0.1:9464/metrics"))
     }
 
+    /// The unit's command lines, by key (`ExecStart`, `ExecStartPre`, ...), split at spaces.
+    static func unitCommands() throws -> [String: [String]] {
+        let unit = try String(contentsOf: TestEnvironment.repositoryRoot.appendingPathComponent("conf/mqbridge.service"), encoding: .utf8)
+        var commands: [String: [String]] = [:]
+        for line in unit.split(separator: "\n") where line.hasPrefix("Exec") {
+            guard let equals = line.firstIndex(of: "=") else { continue }
+            commands[String(line[..<equals])] = line[line.index(after: equals)...].split(separator: " ").map(String.init)
+        }
+        return commands
+    }
+
+    @Test("The shipped systemd unit checks the configuration before it runs it, with the CLI's own subcommands and flags")
+    func systemdUnitCommands() throws {
+        let commands = try Self.unitCommands()
+        let installed = "/etc/mqbridge/mqbridge.yaml"
+        #expect(commands["ExecStartPre"] == ["/usr/local/bin/mqbridge", "check", "--config", installed])
+        #expect(commands["ExecStart"] == ["/usr/local/bin/mqbridge", "run", "--config", installed])
+        #expect(commands["ExecReload"] == ["/bin/kill", "-HUP", "$MAINPID"])
+        // The same arguments, with the shipped example where the unit has the installed file.
+        let example = TestEnvironment.repositoryRoot.appendingPathComponent("conf/mqbridge.yaml").path
+        let checked = try mqbridge(try #require(commands["ExecStartPre"]).dropFirst().map { $0 == installed ? example : $0 })
+        #expect(checked.status == 0, "\(checked.stderr)")
+        #expect(checked.stdout.contains("configuration \(example): OK"))
+        // `run` takes `--config` (and says SIGHUP reloads the ACL, which ExecReload sends).
+        let help = try mqbridge(["run", "--help"])
+        #expect(help.stdout.contains("--config"))
+        #expect(help.stdout.contains("SIGHUP reloads the ACL"))
+    }
+
+    @Test("The shipped systemd unit passes systemd-analyze verify (every key known, every command executable)",
+          .enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/systemd-analyze"), "systemd-analyze is not installed (package systemd)"))
+    func systemdUnitVerifies() throws {
+        let dir = try directory([:])
+        defer { try? FileManager.default.removeItem(at: dir) }
+        // The built binary where the unit has the installed one: verify checks that it exists.
+        let unit = try String(contentsOf: TestEnvironment.repositoryRoot.appendingPathComponent("conf/mqbridge.service"), encoding: .utf8)
+            .replacingOccurrences(of: "/usr/local/bin/mqbridge", with: TestEnvironment.mqbridgeBinary)
+        let path = dir.appendingPathComponent("mqbridge.service").path
+        try unit.write(toFile: path, atomically: true, encoding: .utf8)
+        let verified = try TestEnvironment.run(["/usr/bin/systemd-analyze", "verify", path])
+        #expect(verified.status == 0, "\(verified.stderr)")
+        // Unknown keys are only warnings (exit 0): any line about the unit fails the test.
+        #expect(!verified.stderr.contains("mqbridge.service"), "\(verified.stderr)")
+    }
+
     @Test("Every problem in a file is reported with file:line, key and fix; exit 2")
     func errors() throws {
         let dir = try directory(["acl.conf": "topic read a\n", "bad.yaml": """
