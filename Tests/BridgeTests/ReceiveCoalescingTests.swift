@@ -221,9 +221,13 @@ struct ReceiveCoalescingTests {
         try await brokerGroup.shutdownGracefully()
     }
 
-    /// Polls `value` for up to 30 s.
+    /// Polls `value` for up to 180 s: only a bound on a hang. The in-process server starts on
+    /// Swift's cooperative pool, which the integration tests' blocking waits running beside
+    /// it can hold for a minute on two cores (a CI run saw the proxy's `run` task start 40 s
+    /// after it was created, and unrelated in-process tests stall ~70 s), while its sockets
+    /// live on NIO threads of their own.
     static func wait<T>(_ value: () -> T?) async -> T? {
-        let deadline = Date().addingTimeInterval(30)
+        let deadline = Date().addingTimeInterval(180)
         while Date() < deadline {
             if let v = value() { return v }
             try? await Task.sleep(for: .milliseconds(10))
