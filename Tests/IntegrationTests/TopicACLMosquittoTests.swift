@@ -29,6 +29,13 @@ struct TopicACLMosquittoTests {
         return try JSONDecoder().decode([Bool].self, from: result.stdout)
     }
 
+    /// `mosquittoDecisions` on a thread of its own: it waits seconds on a broker and a script,
+    /// and a test blocking one of Swift's few cooperative threads that long stalls the
+    /// in-process tests beside it.
+    static func askMosquitto(_ aclText: String, _ queries: [Query]) async throws -> [Bool] {
+        try await TestEnvironment.offPool { try mosquittoDecisions(aclText, queries) }
+    }
+
     static let identities: [(username: String?, clientID: String)] = [
         (nil, "dev1"), ("alice", "alice"), ("bob", "dev2"), ("c1", "c1"), ("dev+", "d3"), (nil, "dev#"),
     ]
@@ -75,9 +82,9 @@ struct TopicACLMosquittoTests {
     /// Asks mosquitto and TopicACL the same queries on `text`, expects the same answers, and
     /// returns mosquitto's.
     @discardableResult
-    static func compare(_ text: String, _ queries: [Query], source: String) throws -> [Bool] {
+    static func compare(_ text: String, _ queries: [Query], source: String) async throws -> [Bool] {
         let acl = try CompiledACL(parsing: text, source: source)
-        let theirs = try mosquittoDecisions(text, queries)
+        let theirs = try await askMosquitto(text, queries)
         #expect(theirs.count == queries.count)
         for (query, reference) in zip(queries, theirs) {
             let decision = ours(acl, query)
@@ -87,7 +94,7 @@ struct TopicACLMosquittoTests {
     }
 
     @Test("Random acl_files: 4 files × 45 publish/subscribe decisions", arguments: [11, 23, 37, 41] as [UInt64])
-    func randomFiles(seed: UInt64) throws {
+    func randomFiles(seed: UInt64) async throws {
         // Skip generated files that would allow (or deny) nearly everything: they test little.
         var attempt = seed
         var (text, queries) = Self.randomCase(seed: attempt)
@@ -98,14 +105,14 @@ struct TopicACLMosquittoTests {
             attempt &+= 1000
             (text, queries) = Self.randomCase(seed: attempt)
         }
-        let theirs = try Self.compare(text, queries, source: "random.acl")
+        let theirs = try await Self.compare(text, queries, source: "random.acl")
         // The generated cases must exercise both outcomes to mean anything.
         let allowedCount = theirs.filter { $0 }.count
         #expect(allowedCount > 0 && allowedCount < queries.count)
     }
 
     @Test("The edge rules, one file: deny precedence, a/# vs a, + vs empty level, $ topics, patterns, dangerous ids")
-    func edges() throws {
+    func edges() async throws {
         let text = """
         topic read public/#
         topic readwrite anon/+/x
@@ -139,15 +146,15 @@ struct TopicACLMosquittoTests {
             ("b+d", "bd", "inbox/bd", "read"), ("b+d", "bd", "dev/bd/x", "read"), (nil, "e#", "dev/e/x", "read"), (nil, "e#", "public", "read"),
         ]
         let queries = q.map { Query(username: $0.0, client_id: $0.1, topic: $0.2, access: $0.3) }
-        try Self.compare(text, queries, source: "edges.acl")
+        try await Self.compare(text, queries, source: "edges.acl")
     }
 
     @Test("Documented divergence: a username containing '/' gets no pattern access here; mosquitto 2.0.11 substitutes it")
-    func slashDivergence() throws {
+    func slashDivergence() async throws {
         let text = "pattern read home/%u/#\n"
         let queries = [Query(username: "alice/admin", client_id: "aa", topic: "home/alice/admin/x", access: "read"),
                        Query(username: "alice", client_id: "ab", topic: "home/alice/x", access: "read")]
-        let theirs = try Self.mosquittoDecisions(text, queries)
+        let theirs = try await Self.askMosquitto(text, queries)
         let acl = try CompiledACL(parsing: text, source: "slash.acl")
         #expect(theirs == [true, true])
         #expect(Self.ours(acl, queries[0]).reason == .unsafeIdentity(field: "username", value: "alice/admin"))
@@ -180,7 +187,7 @@ struct TopicACLMosquittoTests {
     }
 
     @Test("acl_file layout quirks: the files mosquitto reads get its decisions, the ones it refuses are refused with their line")
-    func layoutQuirks() throws {
+    func layoutQuirks() async throws {
         // Read by mosquitto 2.0.11 (checked by hand, and here): extra spaces, trailing spaces,
         // CRLF, no access word (readwrite), spaces inside names and topics, blank lines in a
         // block, a user's block written twice, empty topic levels.
@@ -197,7 +204,7 @@ struct TopicACLMosquittoTests {
              [("alice", "alice", "/x", "read"), ("alice", "a2", "//", "write"), ("alice", "a3", "a", "read"), ("alice", "a4", "a/", "read")]),
         ]
         for (text, q) in accepted {
-            try Self.compare(text, q.map { Query(username: $0.0, client_id: $0.1, topic: $0.2, access: $0.3) }, source: "quirk.acl")
+            try await Self.compare(text, q.map { Query(username: $0.0, client_id: $0.1, topic: $0.2, access: $0.3) }, source: "quirk.acl")
         }
         // Refused by mosquitto ("Error opening acl file"); refused here, naming the line.
         let refused: [(String, Int)] = [
@@ -208,7 +215,7 @@ struct TopicACLMosquittoTests {
             ("user alice\n  # indented comment\ntopic read b\n", 2),
         ]
         for (text, line) in refused {
-            let refusedByMosquitto = try Self.mosquittoRefuses(text)
+            let refusedByMosquitto = try await TestEnvironment.offPool { try Self.mosquittoRefuses(text) }
             #expect(refusedByMosquitto, "mosquitto accepted:\n\(text)")
             #expect(Self.refusedLine(text) == line, "\(text)")
         }
