@@ -50,28 +50,30 @@ struct ComposeLabTests {
 
     @Test("Each variant shows what compose/lab/expected lists: plain and stunnel carry the forbidden topic too; mqbridge pairs, refuses it under site B's ACL, passes the page and relays; mosquitto's bridge relays",
           arguments: ["plain", "stunnel", "mqbridge", "mosquitto-bridge"])
-    func variant(_ variant: String) throws {
-        let rows = try Self.expectations(for: variant)
-        #expect(!rows.isEmpty, "compose/lab/expected lists nothing for \(variant)")
-        guard let lab = try run(variant) else { return }
-        #expect(lab.status == 0, "\(lab.all)")
-        // `exactly`: the service printed these lines, each once, in any order.
-        let exact = Dictionary(grouping: rows.filter { $0.check == "exactly" }, by: \.service)
-        for (service, wanted) in exact {
-            #expect(lab.output(of: service).sorted() == wanted.map(\.text).sorted(), "\(service)\n\(lab.all)")
-        }
-        for row in rows where row.check != "exactly" {
-            switch row.check {
-            case "line":
-                let parts = row.text.components(separatedBy: " && ")
-                #expect(lab.output(of: row.service).contains { line in parts.allSatisfy(line.contains) }, "\(row.service): no line with \(row.text)\n\(lab.all)")
-            case "pairing":
-                let digits = row.service.split(separator: " ").map { site in
-                    lab.output(of: String(site)).first { $0.contains("comparison:") }?.split(separator: ":").last.map { $0.trimmingCharacters(in: .whitespaces) }
+    func variant(_ variant: String) async throws {
+        try await TestEnvironment.blocking {
+            let rows = try Self.expectations(for: variant)
+            #expect(!rows.isEmpty, "compose/lab/expected lists nothing for \(variant)")
+            guard let lab = try run(variant) else { return }
+            #expect(lab.status == 0, "\(lab.all)")
+            // `exactly`: the service printed these lines, each once, in any order.
+            let exact = Dictionary(grouping: rows.filter { $0.check == "exactly" }, by: \.service)
+            for (service, wanted) in exact {
+                #expect(lab.output(of: service).sorted() == wanted.map(\.text).sorted(), "\(service)\n\(lab.all)")
+            }
+            for row in rows where row.check != "exactly" {
+                switch row.check {
+                case "line":
+                    let parts = row.text.components(separatedBy: " && ")
+                    #expect(lab.output(of: row.service).contains { line in parts.allSatisfy(line.contains) }, "\(row.service): no line with \(row.text)\n\(lab.all)")
+                case "pairing":
+                    let digits = row.service.split(separator: " ").map { site in
+                        lab.output(of: String(site)).first { $0.contains("comparison:") }?.split(separator: ":").last.map { $0.trimmingCharacters(in: .whitespaces) }
+                    }
+                    #expect(digits.count >= 2 && digits[0] != nil && Set(digits).count == 1, "pairing digits \(digits)\n\(lab.all)")
+                default:
+                    Issue.record("compose/lab/expected: unknown check \(row.check)")
                 }
-                #expect(digits.count >= 2 && digits[0] != nil && Set(digits).count == 1, "pairing digits \(digits)\n\(lab.all)")
-            default:
-                Issue.record("compose/lab/expected: unknown check \(row.check)")
             }
         }
     }

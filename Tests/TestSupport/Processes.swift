@@ -367,3 +367,75 @@ extension sockaddr_in {
         withUnsafeMutablePointer(to: &self) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { body($0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
     }
 }
+
+/// Runs the jobs of the tasks that prefer it on one thread of its own (SE-0417), so that a
+/// test that blocks (waiting on processes and sockets) holds that thread instead of one of
+/// Swift's cooperative pool, whose few threads the in-process async tests share. Unlike
+/// `offPool`, the test's own task runs there: its task-locals stay, so `#expect` inside is
+/// attributed to the test as usual.
+public final class DedicatedThreadExecutor: TaskExecutor, @unchecked Sendable {
+    private let condition = NSCondition()
+    private var jobs: [UnownedJob] = []
+    private var finished = false
+
+    /// Set in the thread's dictionary of the executor's thread (a new Linux thread inherits
+    /// its creator's name, so the name cannot tell).
+    public static let threadKey = "mqbridge-tests-blocking"
+
+    /// Whether the calling code runs on such a thread.
+    public static var onDedicatedThread: Bool { Thread.current.threadDictionary[threadKey] as? Bool == true }
+
+    init() {
+        Thread { [self] in
+            Thread.current.threadDictionary[Self.threadKey] = true
+            run()
+        }.start()
+    }
+
+    public func enqueue(_ job: consuming ExecutorJob) {
+        let job = UnownedJob(job)
+        condition.lock()
+        if finished && jobs.isEmpty {
+            // A task created in the body inherits the preference and may outlive it: its jobs
+            // still run, each on a thread of its own, never stranded.
+            condition.unlock()
+            Thread { [self] in job.runSynchronously(on: asUnownedTaskExecutor()) }.start()
+            return
+        }
+        jobs.append(job)
+        condition.signal()
+        condition.unlock()
+    }
+
+    /// Lets the thread end once the jobs enqueued so far have run.
+    func finish() {
+        condition.lock()
+        finished = true
+        condition.signal()
+        condition.unlock()
+    }
+
+    private func run() {
+        while true {
+            condition.lock()
+            while jobs.isEmpty && !finished { condition.wait() }
+            if jobs.isEmpty {
+                condition.unlock()
+                return
+            }
+            let job = jobs.removeFirst()
+            condition.unlock()
+            job.runSynchronously(on: asUnownedTaskExecutor())
+        }
+    }
+}
+
+extension TestEnvironment {
+    /// Runs a test body that blocks (on processes, sockets, sleeps) on a thread of its own;
+    /// see `DedicatedThreadExecutor`.
+    public static func blocking<T>(_ body: () throws -> T) async throws -> T {
+        let executor = DedicatedThreadExecutor()
+        defer { executor.finish() }
+        return try await withTaskExecutorPreference(executor) { try body() }
+    }
+}
