@@ -21,9 +21,16 @@ struct LinkBenchmark: ParsableCommand {
     @Option(help: "Round-trip time between the sites in milliseconds: every path (direct too) crosses a delay line that holds each byte rtt/2 each way (0: loopback).")
     var rtt: Double = 0
     @Option(help: "Size of the bulk download in MiB.") var bulkMiB: Int = 64
+    static let parts = ["throughput", "latency", "http"]
     @Option(help: "Run only these parts (comma-separated: throughput, latency, http); all by default.")
-    var only: String = "throughput,latency,http"
+    var only: String = parts.joined(separator: ",")
     func runs(_ part: String) -> Bool { only.split(separator: ",").contains { $0 == part } }
+
+    func validate() throws {
+        for part in only.split(separator: ",") where !Self.parts.contains(String(part)) {
+            throw ValidationError("--only: \"\(part)\" is not one of \(Self.parts.joined(separator: ", "))")
+        }
+    }
 
     func run() throws {
         let workspace = try BenchWorkspace(name: "linkbench")
@@ -231,13 +238,13 @@ struct LinkBenchmark: ParsableCommand {
             let m = median(results["mqbridge"]!), s = median(results["stunnel"]!)
             table.append(["HTTP req/s, 8 clients, \(keepAlive ? "keep-alive" : "new connection each")", format(median(results["direct"]!), 0), format(m, 0), format(s, 0), "\(format(m / s, 2))× stunnel", ""])
         }
-        var speeds: [String: [Double]] = [:]
-        for _ in 0..<(runs("http") ? rounds : 0) {
-            for (name, port) in [("direct", directBulk), ("mqbridge", viaLinkBulk), ("stunnel", viaStunnelBulk)] {
-                speeds[name, default: []].append(try BulkDownload.megabytesPerSecond(port: port, expecting: bulkSize))
-            }
-        }
         if runs("http") {
+            var speeds: [String: [Double]] = [:]
+            for _ in 0..<rounds {
+                for (name, port) in [("direct", directBulk), ("mqbridge", viaLinkBulk), ("stunnel", viaStunnelBulk)] {
+                    speeds[name, default: []].append(try BulkDownload.megabytesPerSecond(port: port, expecting: bulkSize))
+                }
+            }
             let bm = median(speeds["mqbridge"]!), bs = median(speeds["stunnel"]!)
             table.append(["TCP download of \(bulkMiB) MiB, one connection (MB/s)", format(median(speeds["direct"]!), 0), format(bm, 0), format(bs, 0), "\(format(bm / bs, 2))× stunnel", ""])
         }

@@ -5,7 +5,6 @@ import Testing
 @Suite("Test support")
 struct TestSupportTests {
     @TaskLocal static var marker = "outside"
-    static func onDedicatedThread() -> Bool { DedicatedThreadExecutor.onDedicatedThread }
 
     /// A blocking test body must not hold one of Swift's few cooperative threads (the in-process
     /// async tests stall behind it), yet its expectations must still count for its test.
@@ -16,7 +15,7 @@ struct TestSupportTests {
         }
         #expect(dedicated, "the body ran on the executor's own thread")
         #expect(seen == "inside", "task-locals (the test's context among them) reach the body")
-        #expect(!Self.onDedicatedThread(), "and the test's task is back on the pool afterwards")
+        #expect(!DedicatedThreadExecutor.onDedicatedThread, "and the test's task is back on the pool afterwards")
     }
 
     /// Tests run in parallel, so any socket or pipe a test holds open when another test spawns

@@ -29,13 +29,6 @@ struct TopicACLMosquittoTests {
         return try JSONDecoder().decode([Bool].self, from: result.stdout)
     }
 
-    /// `mosquittoDecisions` on a thread of its own: it waits seconds on a broker and a script,
-    /// and a test blocking one of Swift's few cooperative threads that long stalls the
-    /// in-process tests beside it.
-    static func askMosquitto(_ aclText: String, _ queries: [Query]) async throws -> [Bool] {
-        try await TestEnvironment.offPool { try mosquittoDecisions(aclText, queries) }
-    }
-
     static let identities: [(username: String?, clientID: String)] = [
         (nil, "dev1"), ("alice", "alice"), ("bob", "dev2"), ("c1", "c1"), ("dev+", "d3"), (nil, "dev#"),
     ]
@@ -82,9 +75,9 @@ struct TopicACLMosquittoTests {
     /// Asks mosquitto and TopicACL the same queries on `text`, expects the same answers, and
     /// returns mosquitto's.
     @discardableResult
-    static func compare(_ text: String, _ queries: [Query], source: String) async throws -> [Bool] {
+    static func compare(_ text: String, _ queries: [Query], source: String) throws -> [Bool] {
         let acl = try CompiledACL(parsing: text, source: source)
-        let theirs = try await askMosquitto(text, queries)
+        let theirs = try mosquittoDecisions(text, queries)
         #expect(theirs.count == queries.count)
         for (query, reference) in zip(queries, theirs) {
             let decision = ours(acl, query)
@@ -95,70 +88,76 @@ struct TopicACLMosquittoTests {
 
     @Test("Random acl_files: 4 files × 45 publish/subscribe decisions", arguments: [11, 23, 37, 41] as [UInt64])
     func randomFiles(seed: UInt64) async throws {
-        // Skip generated files that would allow (or deny) nearly everything: they test little.
-        var attempt = seed
-        var (text, queries) = Self.randomCase(seed: attempt)
-        while true {
-            let model = try CompiledACL(parsing: text, source: "random.acl")
-            let allows = queries.filter { Self.ours(model, $0).isAllowed }.count
-            if (8...37).contains(allows) { break }
-            attempt &+= 1000
-            (text, queries) = Self.randomCase(seed: attempt)
+        try await TestEnvironment.blocking {
+            // Skip generated files that would allow (or deny) nearly everything: they test little.
+            var attempt = seed
+            var (text, queries) = Self.randomCase(seed: attempt)
+            while true {
+                let model = try CompiledACL(parsing: text, source: "random.acl")
+                let allows = queries.filter { Self.ours(model, $0).isAllowed }.count
+                if (8...37).contains(allows) { break }
+                attempt &+= 1000
+                (text, queries) = Self.randomCase(seed: attempt)
+            }
+            let theirs = try Self.compare(text, queries, source: "random.acl")
+            // The generated cases must exercise both outcomes to mean anything.
+            let allowedCount = theirs.filter { $0 }.count
+            #expect(allowedCount > 0 && allowedCount < queries.count)
         }
-        let theirs = try await Self.compare(text, queries, source: "random.acl")
-        // The generated cases must exercise both outcomes to mean anything.
-        let allowedCount = theirs.filter { $0 }.count
-        #expect(allowedCount > 0 && allowedCount < queries.count)
     }
 
     @Test("The edge rules, one file: deny precedence, a/# vs a, + vs empty level, $ topics, patterns, dangerous ids")
     func edges() async throws {
-        let text = """
-        topic read public/#
-        topic readwrite anon/+/x
-        pattern readwrite dev/%c/#
-        pattern read inbox/%u
-        pattern deny dev/%c/locked
-        user alice
-        topic readwrite alice/#
-        topic deny alice/secret
-        topic read +/+
-        topic read #
-        topic write $x/alice/#
-        user bob
-        topic read /lead
-        topic read bob/+
-        topic write a//b
+        try await TestEnvironment.blocking {
+            let text = """
+            topic read public/#
+            topic readwrite anon/+/x
+            pattern readwrite dev/%c/#
+            pattern read inbox/%u
+            pattern deny dev/%c/locked
+            user alice
+            topic readwrite alice/#
+            topic deny alice/secret
+            topic read +/+
+            topic read #
+            topic write $x/alice/#
+            user bob
+            topic read /lead
+            topic read bob/+
+            topic write a//b
 
-        """
-        let q: [(String?, String, String, String)] = [
-            (nil, "dev1", "public", "read"), (nil, "dev1", "public/x/y", "read"), (nil, "dev1", "public", "write"),
-            (nil, "dev1", "anon//x", "read"), (nil, "dev1", "anon//x", "write"), (nil, "dev1", "anon/a/b/x", "read"),
-            (nil, "dev1", "dev/dev1", "write"), (nil, "dev1", "dev/dev1/t", "write"), (nil, "dev1", "dev/dev2/t", "write"),
-            (nil, "dev1", "dev/dev1/locked", "write"), (nil, "dev1", "inbox/", "read"),
-            ("alice", "alice", "alice", "read"), ("alice", "alice", "alice/x", "write"), ("alice", "alice", "alice/secret", "read"),
-            ("alice", "alice", "alice/secret/deeper", "read"), ("alice", "alice", "zz/yy", "read"), ("alice", "alice", "q", "read"),
-            ("alice", "alice", "$x/alice/1", "write"), ("alice", "alice", "$x/alice/1", "read"), ("alice", "alice", "$x", "read"),
-            ("alice", "alice", "inbox/alice", "read"), ("alice", "alice", "public", "read"), ("alice", "alice", "dev/alice/z", "write"),
-            ("bob", "dev2", "/lead", "read"), ("bob", "dev2", "lead", "read"), ("bob", "dev2", "bob/", "read"), ("bob", "dev2", "bob", "read"),
-            ("bob", "dev2", "a//b", "write"), ("bob", "dev2", "a/b", "write"), ("bob", "dev2", "inbox/bob", "read"),
-            ("bob", "dev2", "dev/dev2/q", "read"), ("bob", "dev2", "public", "read"),
-            ("b+d", "bd", "inbox/bd", "read"), ("b+d", "bd", "dev/bd/x", "read"), (nil, "e#", "dev/e/x", "read"), (nil, "e#", "public", "read"),
-        ]
-        let queries = q.map { Query(username: $0.0, client_id: $0.1, topic: $0.2, access: $0.3) }
-        try await Self.compare(text, queries, source: "edges.acl")
+            """
+            let q: [(String?, String, String, String)] = [
+                (nil, "dev1", "public", "read"), (nil, "dev1", "public/x/y", "read"), (nil, "dev1", "public", "write"),
+                (nil, "dev1", "anon//x", "read"), (nil, "dev1", "anon//x", "write"), (nil, "dev1", "anon/a/b/x", "read"),
+                (nil, "dev1", "dev/dev1", "write"), (nil, "dev1", "dev/dev1/t", "write"), (nil, "dev1", "dev/dev2/t", "write"),
+                (nil, "dev1", "dev/dev1/locked", "write"), (nil, "dev1", "inbox/", "read"),
+                ("alice", "alice", "alice", "read"), ("alice", "alice", "alice/x", "write"), ("alice", "alice", "alice/secret", "read"),
+                ("alice", "alice", "alice/secret/deeper", "read"), ("alice", "alice", "zz/yy", "read"), ("alice", "alice", "q", "read"),
+                ("alice", "alice", "$x/alice/1", "write"), ("alice", "alice", "$x/alice/1", "read"), ("alice", "alice", "$x", "read"),
+                ("alice", "alice", "inbox/alice", "read"), ("alice", "alice", "public", "read"), ("alice", "alice", "dev/alice/z", "write"),
+                ("bob", "dev2", "/lead", "read"), ("bob", "dev2", "lead", "read"), ("bob", "dev2", "bob/", "read"), ("bob", "dev2", "bob", "read"),
+                ("bob", "dev2", "a//b", "write"), ("bob", "dev2", "a/b", "write"), ("bob", "dev2", "inbox/bob", "read"),
+                ("bob", "dev2", "dev/dev2/q", "read"), ("bob", "dev2", "public", "read"),
+                ("b+d", "bd", "inbox/bd", "read"), ("b+d", "bd", "dev/bd/x", "read"), (nil, "e#", "dev/e/x", "read"), (nil, "e#", "public", "read"),
+            ]
+            let queries = q.map { Query(username: $0.0, client_id: $0.1, topic: $0.2, access: $0.3) }
+            try Self.compare(text, queries, source: "edges.acl")
+        }
     }
 
     @Test("Documented divergence: a username containing '/' gets no pattern access here; mosquitto 2.0.11 substitutes it")
     func slashDivergence() async throws {
-        let text = "pattern read home/%u/#\n"
-        let queries = [Query(username: "alice/admin", client_id: "aa", topic: "home/alice/admin/x", access: "read"),
-                       Query(username: "alice", client_id: "ab", topic: "home/alice/x", access: "read")]
-        let theirs = try await Self.askMosquitto(text, queries)
-        let acl = try CompiledACL(parsing: text, source: "slash.acl")
-        #expect(theirs == [true, true])
-        #expect(Self.ours(acl, queries[0]).reason == .unsafeIdentity(field: "username", value: "alice/admin"))
-        #expect(Self.ours(acl, queries[1]).isAllowed)
+        try await TestEnvironment.blocking {
+            let text = "pattern read home/%u/#\n"
+            let queries = [Query(username: "alice/admin", client_id: "aa", topic: "home/alice/admin/x", access: "read"),
+                           Query(username: "alice", client_id: "ab", topic: "home/alice/x", access: "read")]
+            let theirs = try Self.mosquittoDecisions(text, queries)
+            let acl = try CompiledACL(parsing: text, source: "slash.acl")
+            #expect(theirs == [true, true])
+            #expect(Self.ours(acl, queries[0]).reason == .unsafeIdentity(field: "username", value: "alice/admin"))
+            #expect(Self.ours(acl, queries[1]).isAllowed)
+        }
     }
 
     /// The line TopicACL names when it refuses `text` (nil: accepted).
@@ -188,36 +187,38 @@ struct TopicACLMosquittoTests {
 
     @Test("acl_file layout quirks: the files mosquitto reads get its decisions, the ones it refuses are refused with their line")
     func layoutQuirks() async throws {
-        // Read by mosquitto 2.0.11 (checked by hand, and here): extra spaces, trailing spaces,
-        // CRLF, no access word (readwrite), spaces inside names and topics, blank lines in a
-        // block, a user's block written twice, empty topic levels.
-        let accepted: [(String, [(String?, String, String, String)])] = [
-            ("  user alice\n   topic read a/#\n", [("alice", "alice", "a/b", "read"), ("alice", "alice", "a/b", "write")]),
-            ("user alice \ntopic read a/# \npattern read %c/x \n", [("alice", "alice", "a/b", "read"), ("alice ", "c2", "a/b", "read"), (nil, "dev1", "dev1/x", "read")]),
-            ("user alice\r\ntopic read a/#\r\n", [("alice", "alice", "a/b", "read"), ("alice", "alice", "a/b", "write")]),
-            ("user alice\ntopic a/#\n", [("alice", "alice", "a/b", "read"), ("alice", "alice", "a/b", "write")]),
-            ("user al ice\ntopic read a b/#\n", [("al ice", "c1", "a b/c", "read"), ("al", "c2", "a b/c", "read"), ("al ice", "c3", "a/c", "read")]),
-            ("user alice\n\ntopic  read  a/#\npattern  write  %c/x\n", [("alice", "alice", "a/b", "read"), ("alice", "a2", "a2/x", "write"), (nil, "dev1", "dev1/x", "write")]),
-            ("user alice\ntopic read a/#\nuser bob\ntopic read b/#\nuser alice\ntopic read c/#\n",
-             [("alice", "alice", "a/x", "read"), ("alice", "a2", "c/x", "read"), ("bob", "bob", "c/x", "read")]),
-            ("user alice\ntopic read +/+\ntopic write /#\ntopic read a/\n",
-             [("alice", "alice", "/x", "read"), ("alice", "a2", "//", "write"), ("alice", "a3", "a", "read"), ("alice", "a4", "a/", "read")]),
-        ]
-        for (text, q) in accepted {
-            try await Self.compare(text, q.map { Query(username: $0.0, client_id: $0.1, topic: $0.2, access: $0.3) }, source: "quirk.acl")
-        }
-        // Refused by mosquitto ("Error opening acl file"); refused here, naming the line.
-        let refused: [(String, Int)] = [
-            ("user\talice\ntopic read a\n", 1),
-            ("user alice\ntopic read a/# # a comment\n", 2),
-            ("user alice\nTopic read a/#\n", 2),
-            ("user\ntopic read a/#\n", 1),
-            ("user alice\n  # indented comment\ntopic read b\n", 2),
-        ]
-        for (text, line) in refused {
-            let refusedByMosquitto = try await TestEnvironment.offPool { try Self.mosquittoRefuses(text) }
-            #expect(refusedByMosquitto, "mosquitto accepted:\n\(text)")
-            #expect(Self.refusedLine(text) == line, "\(text)")
+        try await TestEnvironment.blocking {
+            // Read by mosquitto 2.0.11 (checked by hand, and here): extra spaces, trailing spaces,
+            // CRLF, no access word (readwrite), spaces inside names and topics, blank lines in a
+            // block, a user's block written twice, empty topic levels.
+            let accepted: [(String, [(String?, String, String, String)])] = [
+                ("  user alice\n   topic read a/#\n", [("alice", "alice", "a/b", "read"), ("alice", "alice", "a/b", "write")]),
+                ("user alice \ntopic read a/# \npattern read %c/x \n", [("alice", "alice", "a/b", "read"), ("alice ", "c2", "a/b", "read"), (nil, "dev1", "dev1/x", "read")]),
+                ("user alice\r\ntopic read a/#\r\n", [("alice", "alice", "a/b", "read"), ("alice", "alice", "a/b", "write")]),
+                ("user alice\ntopic a/#\n", [("alice", "alice", "a/b", "read"), ("alice", "alice", "a/b", "write")]),
+                ("user al ice\ntopic read a b/#\n", [("al ice", "c1", "a b/c", "read"), ("al", "c2", "a b/c", "read"), ("al ice", "c3", "a/c", "read")]),
+                ("user alice\n\ntopic  read  a/#\npattern  write  %c/x\n", [("alice", "alice", "a/b", "read"), ("alice", "a2", "a2/x", "write"), (nil, "dev1", "dev1/x", "write")]),
+                ("user alice\ntopic read a/#\nuser bob\ntopic read b/#\nuser alice\ntopic read c/#\n",
+                 [("alice", "alice", "a/x", "read"), ("alice", "a2", "c/x", "read"), ("bob", "bob", "c/x", "read")]),
+                ("user alice\ntopic read +/+\ntopic write /#\ntopic read a/\n",
+                 [("alice", "alice", "/x", "read"), ("alice", "a2", "//", "write"), ("alice", "a3", "a", "read"), ("alice", "a4", "a/", "read")]),
+            ]
+            for (text, q) in accepted {
+                try Self.compare(text, q.map { Query(username: $0.0, client_id: $0.1, topic: $0.2, access: $0.3) }, source: "quirk.acl")
+            }
+            // Refused by mosquitto ("Error opening acl file"); refused here, naming the line.
+            let refused: [(String, Int)] = [
+                ("user\talice\ntopic read a\n", 1),
+                ("user alice\ntopic read a/# # a comment\n", 2),
+                ("user alice\nTopic read a/#\n", 2),
+                ("user\ntopic read a/#\n", 1),
+                ("user alice\n  # indented comment\ntopic read b\n", 2),
+            ]
+            for (text, line) in refused {
+                let refusedByMosquitto = try Self.mosquittoRefuses(text)
+                #expect(refusedByMosquitto, "mosquitto accepted:\n\(text)")
+                #expect(Self.refusedLine(text) == line, "\(text)")
+            }
         }
     }
 }

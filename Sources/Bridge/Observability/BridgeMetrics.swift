@@ -26,8 +26,7 @@ public final class BridgeMetrics: Sendable {
     public let aclReloads: Counter
     public let aclReloadFailures: Counter
     /// Coalescing of a broker socket's reads started, and ended (`ReceiveCoalescing`).
-    public let readCoalescingRaised: Counter
-    public let readCoalescingLowered: Counter
+    let readCoalescing: ReceiveCoalescingCounters
 
     public init(factory: any MetricsFactory) {
         connectionsTotal = Counter(label: "mqbridge_connections_total", factory: factory)
@@ -55,8 +54,7 @@ public final class BridgeMetrics: Sendable {
         upstreamClosed = Counter(label: "mqbridge_upstream_errors_total", dimensions: [("kind", "closed_by_broker")], factory: factory)
         aclReloads = Counter(label: "mqbridge_acl_reloads_total", dimensions: [("result", "ok")], factory: factory)
         aclReloadFailures = Counter(label: "mqbridge_acl_reloads_total", dimensions: [("result", "failed")], factory: factory)
-        readCoalescingRaised = Counter(label: "mqbridge_broker_read_coalescing_total", dimensions: [("change", "raised")], factory: factory)
-        readCoalescingLowered = Counter(label: "mqbridge_broker_read_coalescing_total", dimensions: [("change", "lowered")], factory: factory)
+        readCoalescing = ReceiveCoalescingCounters(factory: factory)
     }
 
     @inline(__always)

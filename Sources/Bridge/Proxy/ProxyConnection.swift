@@ -335,7 +335,7 @@ final class ProxyConnection {
                 channel.eventLoop.makeCompletedFuture {
                     // A 5.0 broker was told the limit (Maximum Packet Size); a 3.1.x one cannot be.
                     let decoder = BrokerFrameDecoder(maximumPacketSize: configuration.maximumPacketSize, skipsOversizedPublish: skipsOversized)
-                    let coalescer = configuration.receiveCoalescing.map { ReceiveCoalescer(configuration: $0, raised: metrics.readCoalescingRaised, lowered: metrics.readCoalescingLowered) }
+                    let coalescer = configuration.receiveCoalescing.map { ReceiveCoalescer(configuration: $0, counters: metrics.readCoalescing) }
                     try channel.pipeline.syncOperations.addHandler(BrokerSideHandler(connection: loopBound.value, decoder: decoder, coalescer: coalescer))
                 }
             }

@@ -80,7 +80,7 @@ final class RelayBrokerClient {
 
     /// For each connection to the broker (its state is the socket's).
     func makeCoalescer() -> ReceiveCoalescer? {
-        configuration.receiveCoalescing.map { ReceiveCoalescer(configuration: $0, raised: metrics.readCoalescingRaised, lowered: metrics.readCoalescingLowered) }
+        configuration.receiveCoalescing.map { ReceiveCoalescer(configuration: $0, counters: metrics.readCoalescing) }
     }
 
     var isConnected: Bool { connected }

@@ -25,13 +25,11 @@ public final class RelayMetrics: Sendable {
     let echoSuppressed: Counter
     let queueMessages: Meter
     /// The same series as the proxies' (`BridgeMetrics`): every broker socket of the process.
-    let readCoalescingRaised: Counter
-    let readCoalescingLowered: Counter
+    let readCoalescing: ReceiveCoalescingCounters
 
     public init(factory: any MetricsFactory) {
         queued = Counter(label: "mqbridge_relay_queued_total", factory: factory)
-        readCoalescingRaised = Counter(label: "mqbridge_broker_read_coalescing_total", dimensions: [("change", "raised")], factory: factory)
-        readCoalescingLowered = Counter(label: "mqbridge_broker_read_coalescing_total", dimensions: [("change", "lowered")], factory: factory)
+        readCoalescing = ReceiveCoalescingCounters(factory: factory)
         sent = Counter(label: "mqbridge_relay_sent_total", factory: factory)
         resent = Counter(label: "mqbridge_relay_resent_total", factory: factory)
         settled = Counter(label: "mqbridge_relay_settled_total", factory: factory)

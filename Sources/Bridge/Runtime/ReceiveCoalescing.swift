@@ -120,21 +120,32 @@ struct ReceiveCoalescing {
     }
 }
 
+/// The times coalescing started and ended on any broker socket of the process (not each
+/// release): `mqbridge_broker_read_coalescing_total{change}`, one series that the proxies'
+/// and the relay's metrics both hold (a registry returns the same counter for the same
+/// name and labels).
+struct ReceiveCoalescingCounters: Sendable {
+    let raised: Counter
+    let lowered: Counter
+
+    init(factory: any MetricsFactory) {
+        raised = Counter(label: "mqbridge_broker_read_coalescing_total", dimensions: [("change", "raised")], factory: factory)
+        lowered = Counter(label: "mqbridge_broker_read_coalescing_total", dimensions: [("change", "lowered")], factory: factory)
+    }
+}
+
 /// Runs `ReceiveCoalescing` for one socket: sets the watermark it decides and schedules its
 /// checks. Used from the channel's event loop only.
 final class ReceiveCoalescer {
     private var coalescing: ReceiveCoalescing
-    private let raised: Counter
-    private let lowered: Counter
+    private let counters: ReceiveCoalescingCounters
     private var scheduledCheck: Scheduled<Void>?
     /// Closed, or the watermark cannot be set here: nothing more to do.
     private var stopped = false
 
-    /// `raised` and `lowered` count the times coalescing starts and ends (not each release).
-    init(configuration: ReceiveCoalescing.Configuration, raised: Counter, lowered: Counter) {
+    init(configuration: ReceiveCoalescing.Configuration, counters: ReceiveCoalescingCounters) {
         self.coalescing = ReceiveCoalescing(configuration: configuration)
-        self.raised = raised
-        self.lowered = lowered
+        self.counters = counters
     }
 
     /// A read of `count` bytes from `channel`.
@@ -159,7 +170,7 @@ final class ReceiveCoalescer {
                 stopped = true  // not available here: the default watermark stays
                 return
             }
-            raised.increment()
+            counters.raised.increment()
             scheduleCheck(on: channel)
         case .raise(let watermark):
             _ = channel.setReceiveLowWatermark(watermark)
@@ -170,7 +181,7 @@ final class ReceiveCoalescer {
             scheduleCheck(on: channel)
         case .lower:
             scheduledCheck = nil
-            lowered.increment()
+            counters.lowered.increment()
             _ = channel.setReceiveLowWatermark(1)
         }
     }
