@@ -374,6 +374,27 @@ struct DurableQueueTests {
         reopened.close()
     }
 
+    @Test("After a failed write no QoS 1 message goes out ahead of the disk (the broker sends a failed batch's messages again as new ones): only what is on disk is handed out")
+    func noEarlySendAfterFailedWrite() async throws {
+        let dir = directory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let queue = try DurableQueue(configuration: .init(directory: dir, maximumBatchDelay: .milliseconds(300)))
+        defer { queue.close() }
+        let (first, written) = queue.append(message(1), on: loop)
+        #expect(queue.pending(after: 0, limit: 10).map(\.sequence) == [first], "early send works before the failure")
+        try await written.get()
+
+        queue.injectWriteFault { "No space left on device" }
+        let (_, failed) = queue.append(message(2), on: loop)
+        await #expect(throws: DurableQueue.AppendError.io("No space left on device")) { try await failed.get() }
+        queue.injectWriteFault(nil)
+
+        let (third, thirdWritten) = queue.append(message(3), on: loop)
+        #expect(queue.pending(after: 0, limit: 10).map(\.sequence) == [first], "not on disk yet: it waits")
+        try await thirdWritten.get()
+        #expect(queue.pending(after: 0, limit: 10).map(\.sequence) == [first, third])
+    }
+
     @Test("A batch of QoS 1 waits out the commit interval; one holding QoS 2 is written a short gathering after it became urgent, in one go, long before it, even while records keep coming")
     func qos2GatheringIsShort() async throws {
         let dir = directory()

@@ -103,6 +103,11 @@ public final class DurableQueue: @unchecked Sendable {
         var currentSegment = 0
         /// Every message up to this sequence is on disk (fsync'd).
         var durableUpTo: UInt64 = 0
+        /// No QoS 1 message goes to the peer ahead of the disk before this (uptime ns): set
+        /// by a failed write, since what a failing batch had sent ahead comes back from the
+        /// broker as a new message. On a disk that keeps filling, early sends would make a
+        /// duplicate of every message of every failed batch.
+        var earlySendPausedUntil: UInt64 = 0
         /// QoS 2 deliveries from the broker not yet released: broker packet id → sequence.
         var unreleased: [UInt16: UInt64] = [:]
         /// A segment may have no pending message left (or a new one was started): the writer
@@ -198,6 +203,8 @@ public final class DurableQueue: @unchecked Sendable {
     /// How many QoS 1 messages may be sent to the peer ahead of the disk (and how far
     /// numbering jumps at every start, so that none of their sequences is reused).
     public static let earlySendWindow: UInt64 = 8192
+    /// How long after a failed write messages wait for the disk before going to the peer.
+    static let earlySendPauseAfterFailure: UInt64 = 30_000_000_000
     /// Random, fixed for the life of this queue directory: with the sequence it names a
     /// message uniquely even if the directory is wiped and numbering restarts.
     public let epoch: UInt64
@@ -519,7 +526,9 @@ public final class DurableQueue: @unchecked Sendable {
                     // `earlySendWindow` ahead, the gap recovery leaves so that a sequence
                     // sent this way is never given to another message. QoS 2 waits: a
                     // duplicate would break exactly once.
-                    guard message.qos == 1, sequence <= state.durableUpTo + Self.earlySendWindow else { break }
+                    // Not while writes fail (`earlySendPausedUntil`).
+                    guard message.qos == 1, sequence <= state.durableUpTo + Self.earlySendWindow,
+                          state.earlySendPausedUntil == 0 || DispatchTime.now().uptimeNanoseconds >= state.earlySendPausedUntil else { break }
                 }
                 result.append(message)
             }
@@ -695,7 +704,10 @@ public final class DurableQueue: @unchecked Sendable {
                 onDisk += 1
             }
             state.countInSegment(state.currentSegment, onDisk)
-            if failure != nil { state.trimHead() }
+            if failure != nil {
+                state.trimHead()
+                state.earlySendPausedUntil = DispatchTime.now().uptimeNanoseconds + Self.earlySendPauseAfterFailure
+            }
             let deleteSegments = state.segmentsMayBeFree
             state.segmentsMayBeFree = false
             guard writeOffset >= configuration.segmentSize else { return (nil, state.onDurable, deleteSegments) }

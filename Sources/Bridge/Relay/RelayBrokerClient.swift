@@ -22,6 +22,11 @@ final class RelayBrokerClient {
     private var connected = false
     private var stopped = false
     private var backoff = TimeAmount.milliseconds(100)
+    /// No connection before this (`reconnect(holdingUntil:)`): while the queue's disk fails,
+    /// the broker keeps our messages instead of redelivering them into failing writes.
+    private var holdUntil: NIODeadline?
+    /// DISCONNECT sent and our side shut (`leave`): nothing more is read or written.
+    private var leaving = false
     private var nextPacketID: UInt16 = 1
     /// Our publications not yet acknowledged by the broker: resent (DUP) after a reconnect.
     private var inflight: [UInt16: Outgoing] = [:]
@@ -89,15 +94,47 @@ final class RelayBrokerClient {
 
     func stop() {
         stopped = true
-        context?.close(promise: nil)
+        leave()
     }
 
     /// Drops the broker connection (it is re-established with backoff): the broker then
     /// redelivers what we have not acknowledged.
-    func reconnect() { context?.close(promise: nil) }
+    func reconnect() { leave() }
+
+    /// Ends the connection so that the broker reads every acknowledgement written before the
+    /// end: DISCONNECT after them, then our side shut for writing, and what the broker still
+    /// sends is read and ignored until it closes (it does at the DISCONNECT; at most
+    /// `leaveTimeout`). A plain close while its PUBLISHes sit unread in our socket makes
+    /// the kernel answer with a reset, which throws away the PUBACKs still unread in the
+    /// broker's socket: after a reconnect, mosquitto 2.0 sends everything it then thinks in
+    /// flight in one burst, so on a full disk each hold lost the acknowledgements of all that
+    /// the queue had taken meanwhile (~140,000 messages), and they came again, and again.
+    private func leave() {
+        guard let context, !leaving else { return }
+        if connected { write(.disconnect(Disconnect())) }
+        flush()
+        leaving = true
+        context.close(mode: .output, promise: nil)
+        let channel = context.channel
+        eventLoop.scheduleTask(in: Self.leaveTimeout) { channel.close(promise: nil) }
+    }
+
+    static let leaveTimeout = TimeAmount.seconds(5)
+
+    /// Drops the broker connection and stays away until `deadline`.
+    func reconnect(holdingUntil deadline: NIODeadline) {
+        holdUntil = max(holdUntil ?? deadline, deadline)
+        leave()
+    }
 
     private func connect() {
         guard !stopped else { return }
+        if let holdUntil, holdUntil > .now() {
+            let loopBound = NIOLoopBound(self, eventLoop: eventLoop)
+            eventLoop.scheduleTask(deadline: holdUntil) { loopBound.value.connect() }
+            return
+        }
+        holdUntil = nil
         let loopBound = NIOLoopBound(self, eventLoop: eventLoop)
         ClientBootstrap(group: eventLoop)
             .channelOption(.tcpOption(.tcp_nodelay), value: 1)
@@ -136,6 +173,8 @@ final class RelayBrokerClient {
     }
 
     func frame(_ frame: MQTTFrame) {
+        // Leaving: the broker sends this again after the reconnect.
+        guard !leaving else { return }
         guard let packet = try? MQTTPacket.decode(frame, version: version) else {
             logger.error("relay: the local broker sent a packet that does not decode", metadata: ["event": "relay_broker_protocol"])
             context?.close(promise: nil)
@@ -227,6 +266,7 @@ final class RelayBrokerClient {
     /// A message too large for the relay: acknowledged at once (nothing was queued) so that the
     /// broker does not deliver it again on every reconnect and hold up what follows it.
     func oversized(_ publish: OversizedPublish) {
+        guard !leaving else { return }
         acknowledge(publish.qos, publish.packetIdentifier)
         onOversized?(publish)
     }
@@ -251,10 +291,13 @@ final class RelayBrokerClient {
 
     func inactive() {
         context = nil
+        let left = leaving
+        leaving = false
         _ = output.take()
         pinger?.cancel()
         pinger = nil
-        if connected { logger.warning("relay lost the local broker connection; reconnecting", metadata: ["event": "relay_broker_lost"]) }
+        // A reconnect or hold that was asked for (`leave`) was said by whoever asked.
+        if connected && !left { logger.warning("relay lost the local broker connection; reconnecting", metadata: ["event": "relay_broker_lost"]) }
         connected = false
         scheduleReconnect()
     }
@@ -345,20 +388,20 @@ final class RelayBrokerClient {
 
     /// Packets are gathered and handed to the channel as one buffer at the flush.
     private func write(_ packet: MQTTPacket) {
-        guard let context else { return }
+        guard let context, !leaving else { return }
         quickAck.wrote()
         output.append(packet.encode(version: version, allocator: context.channel.allocator)) { context.write(NIOAny($0), promise: nil) }
     }
 
     private func flush() {
-        guard let context else { return }
+        guard let context, !leaving else { return }
         _ = output.endBurst { context.write(NIOAny($0), promise: nil) }
         context.flush()
     }
 
     /// Flushes if anything was written since the last flush.
     func flushIfNeeded() {
-        guard let context else { return }
+        guard let context, !leaving else { return }
         if output.endBurst(write: { context.write(NIOAny($0), promise: nil) }) { context.flush() }
     }
 

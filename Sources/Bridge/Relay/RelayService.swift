@@ -22,6 +22,7 @@ public final class RelayMetrics: Sendable {
     let droppedBacklogFull: Counter
     let droppedTooLarge: Counter
     let queueFull: Counter
+    let queueWriteErrors: Counter
     let echoSuppressed: Counter
     let queueMessages: Meter
     /// The same series as the proxies' (`BridgeMetrics`): every broker socket of the process.
@@ -44,6 +45,7 @@ public final class RelayMetrics: Sendable {
         droppedBacklogFull = Counter(label: "mqbridge_relay_dropped_total", dimensions: [("reason", "qos0_backlog_full")], factory: factory)
         droppedTooLarge = Counter(label: "mqbridge_relay_dropped_total", dimensions: [("reason", "too_large")], factory: factory)
         queueFull = Counter(label: "mqbridge_relay_queue_full_total", factory: factory)
+        queueWriteErrors = Counter(label: "mqbridge_relay_queue_write_errors_total", factory: factory)
         echoSuppressed = Counter(label: "mqbridge_relay_echo_suppressed_total", factory: factory)
         queueMessages = Meter(label: "mqbridge_relay_queue_messages", factory: factory)
     }
@@ -240,13 +242,60 @@ final class RelayService {
         EventLoopFuture.whenAllComplete(writes, on: eventLoop).whenSuccess { results in
             let (service, complete) = loopBound.value
             for case .failure(let error) in results {
-                service.logger.error("relay queue could not record a QoS 2 release: \(error); reconnecting to the broker so it releases again",
-                                     metadata: ["event": "relay_queue_error", "packet_id": "\(packetID)"])
-                service.broker.reconnect()
+                // No PUBCOMP: after the reconnect the broker sends the PUBREL again.
+                service.queueWriteFailed(error, peer: nil, what: "could not record a QoS 2 release (packet id \(packetID))")
                 return
             }
+            service.queueWriteSucceeded()
             complete()
         }
+    }
+
+    // MARK: Queue write failures
+
+    /// Failed queue writes: since the last error line, since the disk last took a write, and
+    /// the holds (which set the next one's length) since the last failure-free half minute.
+    private var writeFailures = (sinceLog: 0, sinceSuccess: 0, holds: 0, first: NIODeadline?.none, last: NIODeadline.uptimeNanoseconds(0))
+    private var holdingBrokerUntil = NIODeadline.uptimeNanoseconds(0)
+    private var lastWriteFailureLog: NIODeadline?
+
+    /// A queue write failed (a full or failing disk). What it held was not acknowledged to
+    /// the broker, which keeps it for the relay's session: stay away from the broker for a
+    /// while (1, 2, 4, 8, then every 10 s) instead of reconnecting at once into the same
+    /// failure, and say so at most once a minute, with a count, not once per batch. (A
+    /// full disk flaps: each settled message frees room that the next redelivery fills.)
+    func queueWriteFailed(_ error: any Error, peer: String?, what: String = "write failed") {
+        metrics.queueWriteErrors.increment()
+        let now = NIODeadline.now()
+        if now - writeFailures.last > .seconds(30) { writeFailures.holds = 0 }
+        writeFailures.last = now
+        writeFailures.sinceLog += 1
+        writeFailures.sinceSuccess += 1
+        if writeFailures.first == nil { writeFailures.first = now }
+        // Batches that were on their way when the hold began fail too: one hold covers them.
+        guard now >= holdingBrokerUntil else { return }
+        writeFailures.holds += 1
+        let hold = TimeAmount.milliseconds(Int64(min(10_000, 1_000 << min(writeFailures.holds - 1, 4))))
+        holdingBrokerUntil = now + hold
+        if lastWriteFailureLog.map({ now - $0 >= .seconds(60) }) ?? true {
+            lastWriteFailureLog = now
+            var metadata: Logger.Metadata = ["event": "relay_queue_error", "failed_writes": "\(writeFailures.sinceLog)", "retry_ms": "\(hold.nanoseconds / 1_000_000)"]
+            if let peer { metadata["peer"] = "\(peer)" }
+            logger.error("relay queue \(what): \(error); the local broker keeps the messages for this relay's session; reconnecting to it in \(hold.nanoseconds / 1_000_000) ms (said at most once a minute: failed_writes counts since the last time)",
+                         metadata: metadata)
+            writeFailures.sinceLog = 0
+        }
+        broker.reconnect(holdingUntil: holdingBrokerUntil)
+    }
+
+    /// A queue write succeeded: says that writes work again after failing, and for how long they had.
+    func queueWriteSucceeded() {
+        guard let first = writeFailures.first else { return }
+        let seconds = String(format: "%.1f", Double((NIODeadline.now() - first).nanoseconds) / 1e9)
+        logger.notice("relay queue writes succeed again, after \(writeFailures.sinceSuccess) failed writes over \(seconds) s",
+                      metadata: ["event": "relay_queue_recovered", "failed_writes": "\(writeFailures.sinceSuccess)", "seconds": "\(seconds)"])
+        writeFailures.sinceSuccess = 0
+        writeFailures.first = nil
     }
 
     /// Notes a publication of ours that our own subscription will deliver back (3.1.1).
@@ -411,8 +460,8 @@ final class RelayPeer {
 
     /// Messages up to `upTo` are on disk: acknowledge them to the broker, and let QoS 2 go to
     /// the peer (see DurableQueue.pending). On a write error they are not acknowledged, so
-    /// they are not lost: the broker still holds them for our session, and reconnecting makes
-    /// it send them again.
+    /// they are not lost: the broker still holds them for our session, and reconnecting (after
+    /// a hold: `RelayService.queueWriteFailed`) makes it send them again.
     private func madeDurable(upTo: UInt64, error: DurableQueue.AppendError?) {
         var index = awaitingDiskHead
         while index < awaitingDisk.count && awaitingDisk[index].sequence <= upTo {
@@ -425,10 +474,9 @@ final class RelayPeer {
             awaitingDiskHead = 0
         }
         if let error {
-            logger.error("relay queue write failed: \(error); reconnecting to the broker so it redelivers",
-                         metadata: ["event": "relay_queue_error", "peer": "\(name)"])
-            service.broker.reconnect()
+            service.queueWriteFailed(error, peer: name)
         } else {
+            service.queueWriteSucceeded()
             schedulePump()
         }
     }
