@@ -77,6 +77,33 @@ struct RelayUnitTests {
         #expect(try DeliveryLedger(path: path).contains(epoch: 42, sequence: 8))
     }
 
+    @Test("A ledger write the disk refuses halfway is cut back to whole records and kept for the next flush: reopened, the ledger reads every record, none shifted")
+    func ledgerTornWrite() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("ledger-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        var ledger: DeliveryLedger? = try DeliveryLedger(path: path)
+        for sequence: UInt64 in 1...3 { ledger!.record(epoch: 42, sequence: sequence) }
+        #expect(ledger!.flush())
+        let size = try #require(try FileManager.default.attributesOfItem(atPath: path)[.size] as? Int)
+
+        // Full after 10 bytes: a torn record, which must not stay in the file.
+        ledger!.injectedWriteLimit = 10
+        ledger!.record(epoch: 42, sequence: 5)
+        ledger!.record(epoch: 42, sequence: 6)
+        #expect(!ledger!.flush())
+        #expect(ledger!.lastWriteError == String(cString: strerror(ENOSPC)))
+        #expect(try FileManager.default.attributesOfItem(atPath: path)[.size] as? Int == size)
+
+        ledger!.injectedWriteLimit = nil
+        ledger!.record(epoch: 42, sequence: 9)
+        #expect(ledger!.flush())
+        ledger = nil
+        let reopened = try DeliveryLedger(path: path)
+        #expect([1, 2, 3, 5, 6, 9].allSatisfy { reopened.contains(epoch: 42, sequence: $0) })
+        #expect(![4, 7, 8, 10].contains { reopened.contains(epoch: 42, sequence: $0) })
+        #expect(!reopened.contains(epoch: 43, sequence: 1))
+    }
+
     @Test("The durable queue hands out in sequence order, and drop_oldest frees exactly enough room")
     func queueDurabilityAndDropOldest() throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("queue-\(UUID().uuidString)").path

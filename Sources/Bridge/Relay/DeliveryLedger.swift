@@ -44,13 +44,20 @@ final class DeliveryLedger {
     private var windows: [UInt64: Window] = [:]
     private(set) var intents: [Key: Intent] = [:]
     private var fd: Int32 = -1
+    /// Bytes of whole records in the file: where a torn write is cut back to.
+    private var fileLength: off_t = 0
     private var appended = 0
     /// Records not yet handed to the kernel.
     private var unwritten: [UInt8] = []
     private static let compactAfter = 1 << 20
+    /// Why the last flush failed.
+    private(set) var lastWriteError = ""
+    /// Tests: a write stops after this many bytes and fails as a full disk does (ENOSPC).
+    var injectedWriteLimit: Int?
 
     init(path: String) throws {
         self.path = path
+        var wholeRecords = 0
         if let data = FileManager.default.contents(atPath: path) {
             var offset = 0
             while offset + 17 <= data.count {
@@ -75,8 +82,18 @@ final class DeliveryLedger {
                 }
                 offset += 17
             }
+            wholeRecords = offset
         }
-        try rewrite()
+        do {
+            try rewrite()
+        } catch {
+            // No room for a compact copy (a full disk): go on appending to the file as it is,
+            // cut to its whole records.
+            fd = open(path, O_WRONLY | O_CREAT | O_APPEND, 0o600)
+            guard fd >= 0 else { throw error }
+            _ = ftruncate(fd, off_t(wholeRecords))
+            fileLength = off_t(wholeRecords)
+        }
     }
 
     deinit {
@@ -84,11 +101,41 @@ final class DeliveryLedger {
         if fd >= 0 { close(fd) }
     }
 
-    /// Hands the gathered records to the kernel.
-    func flush() {
-        guard !unwritten.isEmpty, fd >= 0 else { return }
-        _ = unwritten.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+    /// Hands the gathered records to the kernel. False when the disk refused them (full or
+    /// failing): they stay gathered for the next flush, and the file is cut back to its whole
+    /// records, since a torn one would shift every record appended after it (and a misread
+    /// high-water mark would take messages never published for settled ones).
+    @discardableResult
+    func flush() -> Bool {
+        guard !unwritten.isEmpty, fd >= 0 else { return true }
+        guard let written = Self.writeAll(unwritten, to: fd, limit: injectedWriteLimit) else {
+            lastWriteError = String(cString: strerror(errno))
+            _ = ftruncate(fd, fileLength)
+            return false
+        }
+        fileLength += off_t(written)
         unwritten.removeAll(keepingCapacity: true)
+        return true
+    }
+
+    /// Writes all of `bytes` (a short write goes on where it stopped); nil on an error.
+    private static func writeAll(_ bytes: [UInt8], to fd: Int32, limit: Int? = nil) -> Int? {
+        bytes.withUnsafeBytes { buffer -> Int? in
+            var offset = 0
+            while offset < buffer.count {
+                if let limit, offset >= limit {
+                    errno = ENOSPC
+                    return nil
+                }
+                let n = write(fd, buffer.baseAddress! + offset, min(buffer.count - offset, limit.map { $0 - offset } ?? Int.max))
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    return nil
+                }
+                offset += n
+            }
+            return offset
+        }
     }
 
     private static func integer(_ data: Data, _ offset: Int) -> UInt64 {
@@ -144,37 +191,56 @@ final class DeliveryLedger {
         windows[epoch] = window
     }
 
-    private func append(type: UInt8, epoch: UInt64, value: UInt64, packetID: UInt16? = nil) {
-        unwritten.append(type)
-        for shift in stride(from: 56, through: 0, by: -8) { unwritten.append(UInt8(truncatingIfNeeded: epoch >> UInt64(shift))) }
-        for shift in stride(from: 56, through: 0, by: -8) { unwritten.append(UInt8(truncatingIfNeeded: value >> UInt64(shift))) }
-        if let packetID { unwritten += [UInt8(packetID >> 8), UInt8(packetID & 0xFF)] }
-        if unwritten.count >= 64 << 10 { flush() }
-        appended += 1
-        if appended >= Self.compactAfter { try? rewrite() }
+    private static func encode(into bytes: inout [UInt8], type: UInt8, epoch: UInt64, value: UInt64, packetID: UInt16? = nil) {
+        bytes.append(type)
+        for shift in stride(from: 56, through: 0, by: -8) { bytes.append(UInt8(truncatingIfNeeded: epoch >> UInt64(shift))) }
+        for shift in stride(from: 56, through: 0, by: -8) { bytes.append(UInt8(truncatingIfNeeded: value >> UInt64(shift))) }
+        if let packetID { bytes += [UInt8(packetID >> 8), UInt8(packetID & 0xFF)] }
     }
 
-    /// Writes the current state as a new file and renames it over the old one.
+    private func append(type: UInt8, epoch: UInt64, value: UInt64, packetID: UInt16? = nil) {
+        Self.encode(into: &unwritten, type: type, epoch: epoch, value: value, packetID: packetID)
+        if unwritten.count >= 64 << 10 { flush() }
+        appended += 1
+        if appended >= Self.compactAfter {
+            appended = 0  // on failure, the next try is another compactAfter records away
+            try? rewrite()
+        }
+    }
+
+    /// Writes the current state as a new file and renames it over the old one. If the new
+    /// file cannot be written whole, the old one stays, and so do the gathered records.
     private func rewrite() throws {
         let temporary = path + ".tmp"
         let newFD = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND, 0o600)
-        guard newFD >= 0 else { throw DurableQueue.AppendError.io("cannot write \(temporary): \(String(cString: strerror(errno)))") }
-        if fd >= 0 { close(fd) }
-        fd = newFD
-        appended = 0
-        unwritten.removeAll(keepingCapacity: true)  // the state written below includes them
-        let current = windows
-        for (epoch, window) in current {
-            append(type: RecordType.highWater.rawValue, epoch: epoch, value: window.highWater)
-            for sequence in window.above { append(type: RecordType.delivered.rawValue, epoch: epoch, value: sequence) }
+        func failure(_ what: String) -> DurableQueue.AppendError { .io("cannot \(what) \(temporary): \(String(cString: strerror(errno)))") }
+        guard newFD >= 0 else { throw failure("write") }
+        var state: [UInt8] = []
+        for (epoch, window) in windows {
+            Self.encode(into: &state, type: RecordType.highWater.rawValue, epoch: epoch, value: window.highWater)
+            for sequence in window.above { Self.encode(into: &state, type: RecordType.delivered.rawValue, epoch: epoch, value: sequence) }
         }
         for (key, intent) in intents {
-            append(type: RecordType.intent.rawValue, epoch: key.epoch, value: key.sequence, packetID: intent.packetID)
-            if intent.released { append(type: RecordType.released.rawValue, epoch: key.epoch, value: key.sequence) }
+            Self.encode(into: &state, type: RecordType.intent.rawValue, epoch: key.epoch, value: key.sequence, packetID: intent.packetID)
+            if intent.released { Self.encode(into: &state, type: RecordType.released.rawValue, epoch: key.epoch, value: key.sequence) }
         }
-        flush()
-        fsync(fd)
-        guard rename(temporary, path) == 0 else { throw DurableQueue.AppendError.io("cannot rename \(temporary): \(String(cString: strerror(errno)))") }
+        guard let written = Self.writeAll(state, to: newFD, limit: injectedWriteLimit), fsync(newFD) == 0 else {
+            let error = failure("write")
+            close(newFD)
+            unlink(temporary)
+            throw error
+        }
+        guard rename(temporary, path) == 0 else {
+            let error = failure("rename")
+            close(newFD)
+            unlink(temporary)
+            throw error
+        }
+        if fd >= 0 { close(fd) }
+        fd = newFD
+        fileLength = off_t(written)
+        appended = 0
+        unwritten.removeAll(keepingCapacity: true)  // the state written above includes them
     }
 }
 

@@ -23,6 +23,7 @@ public final class RelayMetrics: Sendable {
     let droppedTooLarge: Counter
     let queueFull: Counter
     let queueWriteErrors: Counter
+    let ledgerWriteErrors: Counter
     let echoSuppressed: Counter
     let queueMessages: Meter
     /// The same series as the proxies' (`BridgeMetrics`): every broker socket of the process.
@@ -46,6 +47,7 @@ public final class RelayMetrics: Sendable {
         droppedTooLarge = Counter(label: "mqbridge_relay_dropped_total", dimensions: [("reason", "too_large")], factory: factory)
         queueFull = Counter(label: "mqbridge_relay_queue_full_total", factory: factory)
         queueWriteErrors = Counter(label: "mqbridge_relay_queue_write_errors_total", factory: factory)
+        ledgerWriteErrors = Counter(label: "mqbridge_relay_ledger_write_errors_total", factory: factory)
         echoSuppressed = Counter(label: "mqbridge_relay_echo_suppressed_total", factory: factory)
         queueMessages = Meter(label: "mqbridge_relay_queue_messages", factory: factory)
     }
@@ -288,6 +290,28 @@ final class RelayService {
         broker.reconnect(holdingUntil: holdingBrokerUntil)
     }
 
+    private var ledgerFailures: (count: Int, lastLog: NIODeadline?) = (0, nil)
+
+    /// The delivery ledger could not be written: acknowledgements to the peer wait for it (a
+    /// message acknowledged but not recorded would be published again after a restart).
+    /// Counted; said at most once a minute.
+    func ledgerWriteFailed(_ error: String, peer: String) {
+        metrics.ledgerWriteErrors.increment()
+        ledgerFailures.count += 1
+        let now = NIODeadline.now()
+        guard ledgerFailures.lastLog.map({ now - $0 >= .seconds(60) }) ?? true else { return }
+        ledgerFailures.lastLog = now
+        logger.error("relay delivery ledger write failed: \(error); acknowledgements to \(peer) wait until it succeeds (retried every second; said at most once a minute)",
+                     metadata: ["event": "relay_ledger_error", "peer": "\(peer)", "failed_writes": "\(ledgerFailures.count)"])
+        ledgerFailures.count = 0
+    }
+
+    func ledgerWriteSucceeded(peer: String) {
+        guard ledgerFailures.lastLog != nil else { return }
+        logger.notice("relay delivery ledger writes succeed again", metadata: ["event": "relay_ledger_recovered", "peer": "\(peer)"])
+        ledgerFailures = (0, nil)
+    }
+
     /// A queue write succeeded: says that writes work again after failing, and for how long they had.
     func queueWriteSucceeded() {
         guard let first = writeFailures.first else { return }
@@ -387,6 +411,7 @@ final class RelayPeer {
     private var blocked: [(RelayMessage, RelayIntake)] = []
     private var inProgress: Set<Key> = []
     private var pendingAcknowledgements: [UInt64: [(sequence: UInt64, outcome: RelayRecord.Outcome)]] = [:]
+    private var ledgerRetryScheduled = false
     private lazy var acknowledgementRequest = CoalescedAction<RelayPeer>(on: service.eventLoop) { $0.sendAcknowledgements() }
     private var policy: (generation: Int, policy: ACLPolicy)?
     /// Per topic from the local broker: the index of the `out` rule taking it, and the wire topic.
@@ -854,8 +879,22 @@ final class RelayPeer {
     }
 
     private func sendAcknowledgements() {
-        // What the acknowledgements report is recorded first.
-        ledger?.flush()
+        // What the acknowledgements report is recorded first; while the disk refuses that,
+        // they wait (the sender keeps the messages), and the records are tried again.
+        if let ledger, !ledger.flush() {
+            service.ledgerWriteFailed(ledger.lastWriteError, peer: name)
+            let loopBound = NIOLoopBound(self, eventLoop: service.eventLoop)
+            if !ledgerRetryScheduled {
+                ledgerRetryScheduled = true
+                service.eventLoop.scheduleTask(in: .seconds(1)) {
+                    let peer = loopBound.value
+                    peer.ledgerRetryScheduled = false
+                    peer.sendAcknowledgements()
+                }
+            }
+            return
+        }
+        service.ledgerWriteSucceeded(peer: name)
         // Any open stream will do; with none the sender resends and the ledger answers.
         guard let stream = streams.last(where: \.isOpen) else {
             pendingAcknowledgements.removeAll()
