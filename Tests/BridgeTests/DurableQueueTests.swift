@@ -395,6 +395,28 @@ struct DurableQueueTests {
         #expect(queue.pending(after: 0, limit: 10).map(\.sequence) == [first, third])
     }
 
+    @Test("A broker that kept no session has forgotten its unreleased QoS 2 deliveries: their packet ids are held no more, also after reopening, and the messages stay queued")
+    func forgetUnreleased() async throws {
+        let dir = directory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let queue = try DurableQueue(configuration: .init(directory: dir))
+        let (first, written) = queue.append(message(1, qos: 2, brokerPacketID: 7), on: loop)
+        let (second, alsoWritten) = queue.append(message(2, qos: 2, brokerPacketID: 9), on: loop)
+        try await written.get()
+        try await alsoWritten.get()
+        #expect(queue.holdsUnreleased(packetID: 7) && queue.holdsUnreleased(packetID: 9))
+        #expect(queue.forgetUnreleased() == 2)
+        #expect(!queue.holdsUnreleased(packetID: 7) && !queue.holdsUnreleased(packetID: 9))
+        #expect(queue.forgetUnreleased() == 0)
+        // Written with the next batch.
+        try await queue.append(message(3), on: loop).1.get()
+        queue.close()
+        let reopened = try DurableQueue(configuration: .init(directory: dir))
+        defer { reopened.close() }
+        #expect(!reopened.holdsUnreleased(packetID: 7) && !reopened.holdsUnreleased(packetID: 9))
+        #expect(reopened.pending(after: 0, limit: 10).map(\.sequence).prefix(2) == [first, second])
+    }
+
     @Test("A batch of QoS 1 waits out the commit interval; one holding QoS 2 is written a short gathering after it became urgent, in one go, long before it, even while records keep coming")
     func qos2GatheringIsShort() async throws {
         let dir = directory()

@@ -6,7 +6,8 @@ import Testing
 /// A dials B through `tcp_cutter.py`, so a test can cut the link and restore it.
 final class RelayLab: @unchecked Sendable {
     let directory: URL
-    let brokerA: MosquittoBroker
+    /// A test may restart it (on the same port).
+    var brokerA: MosquittoBroker
     let brokerB: MosquittoBroker
     var a: BridgeProcess!
     var b: BridgeProcess!
@@ -585,6 +586,34 @@ struct RelayTests {
             #expect(Set(received) == Set((1...total).map { String(format: "m%06d", $0) }))
             print("relay ledger disk-full test: \(total) published, \(Set(received).count) distinct received at B, \(received.count - Set(received).count) duplicates, "
                   + "\(Int(waiting)) waiting at A while B's disk was full")
+        }
+    }
+
+    /// mosquitto's default is `persistence false`: a restart forgets the relay's session, its
+    /// subscription and what it held for it. The relay must subscribe again and say so.
+    @Test("The local broker restarted without persistence: the relay says it lost its session (counted), subscribes again, and relays what comes after")
+    func brokerRestartWithoutPersistence() async throws {
+        try await TestEnvironment.blocking {
+            let lab = try RelayLab()
+            defer { lab.stop() }
+            try lab.start(aclA: "", aclB: "peer site-a\ntopic write out/#\n",
+                          relayA: "  rules:\n    - {peer: site-b, filter: out/#, direction: out, qos: 1}",
+                          relayB: "  rules:\n    - {peer: site-a, filter: out/#, direction: in, qos: 1}")
+            let atB = try lab.subscribe(lab.brokerB, "out/#", name: "at-b", format: "%p")
+            defer { atB.stop() }
+            try lab.publish(lab.brokerA, "out/x", "before")
+            #expect(TestEnvironment.waitUntil(timeout: 15) { lines(atB) == ["before"] })
+            // A fresh start is a new session too, but nothing to warn about.
+            #expect(lab.a.lines(event: "relay_broker_session_lost").isEmpty)
+
+            let port = lab.brokerA.port
+            lab.brokerA.stop()
+            lab.brokerA = try MosquittoBroker(extraConfiguration: RelayLab.brokerConfiguration, port: port)
+            try lab.a.waitFor(event: "relay_broker_session_lost", timeout: 30)
+            #expect(TestEnvironment.waitUntil(timeout: 15) { lab.brokerA.subscriptions(to: "out/#") > 0 }, "subscribed again")
+            try lab.publish(lab.brokerA, "out/x", "after")
+            #expect(TestEnvironment.waitUntil(timeout: 15) { lines(atB) == ["before", "after"] }, "\(lines(atB))")
+            #expect(try lab.a.metric("mqbridge_relay_broker_sessions_lost_total") == 1)
         }
     }
 

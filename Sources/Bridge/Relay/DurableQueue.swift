@@ -477,6 +477,31 @@ public final class DurableQueue: @unchecked Sendable {
         return promise.futureResult
     }
 
+    /// The broker kept no session for the relay: it will never release the QoS 2 deliveries it
+    /// had made (nor send them again), so their packet ids are no longer held. Kept, a later
+    /// delivery that reuses one, sent again with DUP after a reconnect, would be taken for
+    /// the old one and dropped. Returns how many were held.
+    @discardableResult
+    public func forgetUnreleased() -> Int {
+        let (count, wake) = state.withLockedValue { state -> (Int, Bool) in
+            guard !state.closed, !state.unreleased.isEmpty else { return (0, false) }
+            var wake = false
+            for packetID in state.unreleased.keys.sorted() {
+                var record = ByteBuffer()
+                record.writeInteger(RecordType.released.rawValue)
+                record.writeInteger(packetID)
+                // No `released`: should this record not reach the disk, the id is not held
+                // again in this run (the broker has forgotten it either way).
+                wake = state.add(PendingWrite(bytes: record, promise: nil, sequence: nil), urgent: false) || wake
+            }
+            let count = state.unreleased.count
+            state.unreleased.removeAll()
+            return (count, wake)
+        }
+        if wake { wakeWriter() }
+        return count
+    }
+
     /// Marks messages delivered (their remote broker acknowledged them). Written lazily: a
     /// lost acknowledgement only means a resend, which QoS 1 allows and the receiver dedups.
     public func acknowledge(_ sequences: [UInt64]) {

@@ -27,6 +27,10 @@ final class RelayBrokerClient {
     private var holdUntil: NIODeadline?
     /// DISCONNECT sent and our side shut (`leave`): nothing more is read or written.
     private var leaving = false
+    /// The broker kept no session for the relay (CONNACK without Session Present); true on
+    /// the first connection of this run.
+    var onSessionLost: ((_ firstConnection: Bool) -> Void)?
+    private var everConnected = false
     private var nextPacketID: UInt16 = 1
     /// Our publications not yet acknowledged by the broker: resent (DUP) after a reconnect.
     private var inflight: [UInt16: Outgoing] = [:]
@@ -188,6 +192,15 @@ final class RelayBrokerClient {
                 return
             }
             connected = true
+            if !ack.sessionPresent {
+                // A broker without our session has none of our exchanges: a QoS 2 message it
+                // answered with PUBREC but was never released went with it (mosquitto delivers
+                // at PUBREL, and answers a PUBREL it does not know with PUBCOMP), so it is
+                // published again rather than only released.
+                for id in inflightOrder where inflight[id]?.released == true { inflight[id]?.released = false }
+                onSessionLost?(!everConnected)
+            }
+            everConnected = true
             backoff = .milliseconds(100)
             // A broker keeps state for each unfinished incoming QoS 2 exchange and refuses
             // (mosquitto: disconnects) beyond its quota: v5 says it in Receive Maximum; for

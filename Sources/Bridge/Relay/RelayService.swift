@@ -24,6 +24,7 @@ public final class RelayMetrics: Sendable {
     let queueFull: Counter
     let queueWriteErrors: Counter
     let ledgerWriteErrors: Counter
+    let brokerSessionsLost: Counter
     let echoSuppressed: Counter
     let queueMessages: Meter
     /// The same series as the proxies' (`BridgeMetrics`): every broker socket of the process.
@@ -48,6 +49,7 @@ public final class RelayMetrics: Sendable {
         queueFull = Counter(label: "mqbridge_relay_queue_full_total", factory: factory)
         queueWriteErrors = Counter(label: "mqbridge_relay_queue_write_errors_total", factory: factory)
         ledgerWriteErrors = Counter(label: "mqbridge_relay_ledger_write_errors_total", factory: factory)
+        brokerSessionsLost = Counter(label: "mqbridge_relay_broker_sessions_lost_total", factory: factory)
         echoSuppressed = Counter(label: "mqbridge_relay_echo_suppressed_total", factory: factory)
         queueMessages = Meter(label: "mqbridge_relay_queue_messages", factory: factory)
     }
@@ -143,6 +145,7 @@ final class RelayService {
             broker.reserve(peer.recoveredPacketIDs)
             peer.start()
         }
+        broker.onSessionLost = { loopBound.value.sessionLost(firstConnection: $0) }
         broker.onConnected = {
             let service = loopBound.value
             service.logger.notice("relay connected to the local broker", metadata: ["event": "relay_broker_connected", "broker": "\(service.configuration.broker)"])
@@ -227,6 +230,19 @@ final class RelayService {
                                        queuedAt: now, expirySeconds: expiry, brokerPacketID: brokerPacketID)
             peer.enqueue(message, intake: intake)
         }
+    }
+
+    /// The broker kept no session for the relay. While the relay runs, that means the broker
+    /// restarted without persistence (or expired the session): what it received on relayed
+    /// topics while the relay was not connected was not kept for it, and nothing says how
+    /// much. At the first connection it is only news when the queues still held the broker's
+    /// QoS 2 deliveries (the relay ran before, and the broker has since forgotten it).
+    private func sessionLost(firstConnection: Bool) {
+        let forgotten = peers.values.reduce(0) { $0 + ($1.queue?.forgetUnreleased() ?? 0) }
+        guard !firstConnection || forgotten > 0 else { return }
+        metrics.brokerSessionsLost.increment()
+        logger.warning("the local broker kept no session for the relay (restarted without persistence, or the session expired): messages it received on relayed topics while the relay was not connected were not kept for it\(forgotten > 0 ? "; \(forgotten) QoS 2 deliveries it had not released are forgotten" : "") — give the broker `persistence true` (mosquitto) so that a restart keeps them",
+                       metadata: ["event": "relay_broker_session_lost", "forgotten_qos2": "\(forgotten)"])
     }
 
     /// The broker released a QoS 2 packet id: record it in every queue holding it, then PUBCOMP.

@@ -1,0 +1,119 @@
+@testable import Bridge
+import Logging
+import MetricsTestKit
+import MQTTCodec
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+import Testing
+
+/// The relay's MQTT client against a scripted broker that goes away between PUBREC and
+/// PUBREL of a QoS 2 publication, and comes back with or without the relay's session.
+@Suite("Relay broker client: a QoS 2 exchange across a broker that went away")
+struct RelayBrokerClientTests {
+    /// Answers CONNECT with CONNACK (Session Present on the second connection when `keepsSession`),
+    /// PUBLISH with PUBREC, PUBREL with PUBCOMP, except the first PUBREL of the first
+    /// connection, which it drops with the connection, as a broker that restarts then would.
+    final class ScriptedBroker: ChannelInboundHandler {
+        typealias InboundIn = ByteBuffer
+        typealias OutboundOut = ByteBuffer
+        let connection: Int
+        let keepsSession: Bool
+        let seen: NIOLockedValueBox<[String]>
+        private var buffer = ByteBuffer()
+
+        init(connection: Int, keepsSession: Bool, seen: NIOLockedValueBox<[String]>) {
+            self.connection = connection
+            self.keepsSession = keepsSession
+            self.seen = seen
+        }
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            var bytes = unwrapInboundIn(data)
+            buffer.writeBuffer(&bytes)
+            while let (type, body) = nextPacket() {
+                let name = ["CONNECT", "CONNACK", "PUBLISH", "PUBACK", "PUBREC", "PUBREL", "PUBCOMP", "SUBSCRIBE"].indices.contains(Int(type >> 4) - 1)
+                    ? ["CONNECT", "CONNACK", "PUBLISH", "PUBACK", "PUBREC", "PUBREL", "PUBCOMP", "SUBSCRIBE"][Int(type >> 4) - 1] : "type \(type >> 4)"
+                seen.withLockedValue { $0.append("\(connection): \(name)") }
+                switch type >> 4 {
+                case 1: write(context, [0x20, 0x02, connection > 1 && keepsSession ? 0x01 : 0x00, 0x00])
+                case 3:
+                    // Topic length, topic, then the packet id.
+                    let topicLength = Int(body[0]) << 8 | Int(body[1])
+                    write(context, [0x50, 0x02, body[2 + topicLength], body[3 + topicLength]])
+                case 6:
+                    if connection == 1 {
+                        context.close(promise: nil)
+                        return
+                    }
+                    write(context, [0x70, 0x02, body[0], body[1]])
+                default: break
+                }
+            }
+        }
+
+        private func write(_ context: ChannelHandlerContext, _ bytes: [UInt8]) {
+            context.writeAndFlush(NIOAny(ByteBuffer(bytes: bytes)), promise: nil)
+        }
+
+        /// One whole packet (first byte, body) off the front of what was read.
+        private func nextPacket() -> (UInt8, [UInt8])? {
+            guard buffer.readableBytes >= 2, let first = buffer.getInteger(at: buffer.readerIndex, as: UInt8.self) else { return nil }
+            var length = 0
+            var shift = 0
+            var index = buffer.readerIndex + 1
+            while true {
+                guard let byte = buffer.getInteger(at: index, as: UInt8.self) else { return nil }
+                length |= Int(byte & 0x7F) << shift
+                shift += 7
+                index += 1
+                if byte & 0x80 == 0 { break }
+            }
+            guard buffer.writerIndex - index >= length, let body = buffer.getBytes(at: index, length: length) else { return nil }
+            buffer.moveReaderIndex(to: index + length)
+            return (first, body)
+        }
+    }
+
+    @Test("After PUBREC the broker goes away: with its session back, only PUBREL is sent again; without it (restarted without persistence), the message is published again, since the broker forgot it",
+          arguments: [true, false])
+    func qos2AcrossLostBroker(keepsSession: Bool) async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let seen = NIOLockedValueBox<[String]>([])
+        let connections = NIOLockedValueBox(0)
+        let broker = try await ServerBootstrap(group: group)
+            .childChannelInitializer { channel in
+                let connection = connections.withLockedValue { $0 += 1; return $0 }
+                return channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(ScriptedBroker(connection: connection, keepsSession: keepsSession, seen: seen))
+                }
+            }
+            .bind(host: "127.0.0.1", port: 0).get()
+        let configuration = RelayConfiguration(broker: HostPort(host: "127.0.0.1", port: broker.localAddress!.port!), clientID: "relay-qos2",
+                                               queueDirectory: "unused", rules: [])
+        let acknowledged = NIOLockedValueBox(false)
+        let lost = NIOLockedValueBox<[Bool]>([])
+        let eventLoop = group.next()
+        let client = try await eventLoop.submit {
+            let client = RelayBrokerClient(configuration: configuration, subscriptions: [], eventLoop: eventLoop,
+                                           logger: Logger(label: "test"), metrics: RelayMetrics(factory: TestMetrics()))
+            client.onSessionLost = { first in lost.withLockedValue { $0.append(first) } }
+            client.start()
+            client.publish(Publish(qos: .exactlyOnce, retain: false, topic: "t/1", packetIdentifier: nil, properties: [], payload: ByteBuffer(string: "once"))) {
+                acknowledged.withLockedValue { $0 = true }
+            }
+            return NIOLoopBound(client, eventLoop: eventLoop)
+        }.get()
+
+        let done = await ReceiveCoalescingTests.wait { acknowledged.withLockedValue { $0 } ? true : nil }
+        #expect(done == true, "PUBCOMP reached the publisher: \(seen.withLockedValue { $0 })")
+        let second = seen.withLockedValue { $0 }.filter { $0.hasPrefix("2: ") }
+        #expect(seen.withLockedValue { $0 }.filter { $0.hasPrefix("1: ") } == ["1: CONNECT", "1: PUBLISH", "1: PUBREL"])
+        #expect(second == (keepsSession ? ["2: CONNECT", "2: PUBREL"] : ["2: CONNECT", "2: PUBLISH", "2: PUBREL"]))
+        // The first connection is a new session too: it says so, as the first.
+        #expect(lost.withLockedValue { $0 } == (keepsSession ? [true] : [true, false]))
+        try await eventLoop.submit { client.value.stop() }.get()
+        try await broker.close()
+        try await group.shutdownGracefully()
+    }
+}
