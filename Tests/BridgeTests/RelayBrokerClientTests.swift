@@ -19,12 +19,15 @@ struct RelayBrokerClientTests {
         typealias OutboundOut = ByteBuffer
         let connection: Int
         let keepsSession: Bool
+        /// The first connection drops at the first PUBREL.
+        var dropsFirstRelease = true
         let seen: NIOLockedValueBox<[String]>
         private var buffer = ByteBuffer()
 
-        init(connection: Int, keepsSession: Bool, seen: NIOLockedValueBox<[String]>) {
+        init(connection: Int, keepsSession: Bool, dropsFirstRelease: Bool = true, seen: NIOLockedValueBox<[String]>) {
             self.connection = connection
             self.keepsSession = keepsSession
+            self.dropsFirstRelease = dropsFirstRelease
             self.seen = seen
         }
 
@@ -36,13 +39,13 @@ struct RelayBrokerClientTests {
                     ? ["CONNECT", "CONNACK", "PUBLISH", "PUBACK", "PUBREC", "PUBREL", "PUBCOMP", "SUBSCRIBE"][Int(type >> 4) - 1] : "type \(type >> 4)"
                 seen.withLockedValue { $0.append("\(connection): \(name)") }
                 switch type >> 4 {
-                case 1: write(context, [0x20, 0x02, connection > 1 && keepsSession ? 0x01 : 0x00, 0x00])
+                case 1: write(context, [0x20, 0x02, (connection > 1 || !dropsFirstRelease) && keepsSession ? 0x01 : 0x00, 0x00])
                 case 3:
                     // Topic length, topic, then the packet id.
                     let topicLength = Int(body[0]) << 8 | Int(body[1])
                     write(context, [0x50, 0x02, body[2 + topicLength], body[3 + topicLength]])
                 case 6:
-                    if connection == 1 {
+                    if connection == 1 && dropsFirstRelease {
                         context.close(promise: nil)
                         return
                     }
@@ -112,6 +115,43 @@ struct RelayBrokerClientTests {
         #expect(second == (keepsSession ? ["2: CONNECT", "2: PUBREL"] : ["2: CONNECT", "2: PUBLISH", "2: PUBREL"]))
         // The first connection is a new session too: it says so, as the first.
         #expect(lost.withLockedValue { $0 } == (keepsSession ? [true] : [true, false]))
+        try await eventLoop.submit { client.value.stop() }.get()
+        try await broker.close()
+        try await group.shutdownGracefully()
+    }
+
+    @Test("An exchange released in an earlier run (from the ledger) is resumed with PUBREL where the broker kept the session, and published again where it did not",
+          arguments: [true, false])
+    func resumedExchange(keepsSession: Bool) async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let seen = NIOLockedValueBox<[String]>([])
+        let broker = try await ServerBootstrap(group: group)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(ScriptedBroker(connection: 1, keepsSession: keepsSession, dropsFirstRelease: false, seen: seen))
+                }
+            }
+            .bind(host: "127.0.0.1", port: 0).get()
+        let configuration = RelayConfiguration(broker: HostPort(host: "127.0.0.1", port: broker.localAddress!.port!), clientID: "relay-qos2",
+                                               queueDirectory: "unused", rules: [])
+        let acknowledged = NIOLockedValueBox(false)
+        let eventLoop = group.next()
+        let client = try await eventLoop.submit {
+            let client = RelayBrokerClient(configuration: configuration, subscriptions: [], eventLoop: eventLoop,
+                                           logger: Logger(label: "test"), metrics: RelayMetrics(factory: TestMetrics()))
+            client.reserve([5])
+            client.start()
+            var outgoing = RelayBrokerClient.Outgoing(publish: Publish(qos: .exactlyOnce, retain: false, topic: "t/1", packetIdentifier: nil, properties: [],
+                                                                       payload: ByteBuffer(string: "once"))) { acknowledged.withLockedValue { $0 = true } }
+            outgoing.packetID = 5
+            outgoing.released = true
+            client.publish(outgoing)
+            return NIOLoopBound(client, eventLoop: eventLoop)
+        }.get()
+
+        let done = await ReceiveCoalescingTests.wait { acknowledged.withLockedValue { $0 } ? true : nil }
+        #expect(done == true, "PUBCOMP reached the publisher: \(seen.withLockedValue { $0 })")
+        #expect(seen.withLockedValue { $0 } == (keepsSession ? ["1: CONNECT", "1: PUBREL"] : ["1: CONNECT", "1: PUBLISH", "1: PUBREL"]))
         try await eventLoop.submit { client.value.stop() }.get()
         try await broker.close()
         try await group.shutdownGracefully()

@@ -31,6 +31,9 @@ final class RelayBrokerClient {
     /// the first connection of this run.
     var onSessionLost: ((_ firstConnection: Bool) -> Void)?
     private var everConnected = false
+    /// A CONNACK of this run came without Session Present: exchanges recorded in an earlier
+    /// run (`Outgoing.packetID`) are unknown to the broker now.
+    private var brokerLostSessionThisRun = false
     private var nextPacketID: UInt16 = 1
     /// Our publications not yet acknowledged by the broker: resent (DUP) after a reconnect.
     private var inflight: [UInt16: Outgoing] = [:]
@@ -193,6 +196,7 @@ final class RelayBrokerClient {
             }
             connected = true
             if !ack.sessionPresent {
+                brokerLostSessionThisRun = true
                 // A broker without our session has none of our exchanges: a QoS 2 message it
                 // answered with PUBREC but was never released went with it (mosquitto delivers
                 // at PUBREL, and answers a PUBREL it does not know with PUBCOMP), so it is
@@ -360,6 +364,9 @@ final class RelayBrokerClient {
                 sendAtMostOnce(outgoing)
                 continue
             }
+            // Released in an earlier run, to a broker that has since lost our session: it
+            // forgot the message, so it is published again (see the CONNACK above).
+            if outgoing.released && outgoing.packetID != nil && brokerLostSessionThisRun { outgoing.released = false }
             let id: UInt16
             if let resumed = outgoing.packetID, inflight[resumed] == nil {
                 id = resumed
