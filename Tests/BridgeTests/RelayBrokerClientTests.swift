@@ -35,8 +35,8 @@ struct RelayBrokerClientTests {
             var bytes = unwrapInboundIn(data)
             buffer.writeBuffer(&bytes)
             while let (type, body) = nextPacket() {
-                let name = ["CONNECT", "CONNACK", "PUBLISH", "PUBACK", "PUBREC", "PUBREL", "PUBCOMP", "SUBSCRIBE"].indices.contains(Int(type >> 4) - 1)
-                    ? ["CONNECT", "CONNACK", "PUBLISH", "PUBACK", "PUBREC", "PUBREL", "PUBCOMP", "SUBSCRIBE"][Int(type >> 4) - 1] : "type \(type >> 4)"
+                let names = ["CONNECT", "CONNACK", "PUBLISH", "PUBACK", "PUBREC", "PUBREL", "PUBCOMP", "SUBSCRIBE"]
+                let name = names.indices.contains(Int(type >> 4) - 1) ? names[Int(type >> 4) - 1] : "type \(type >> 4)"
                 seen.withLockedValue { $0.append("\(connection): \(name)") }
                 switch type >> 4 {
                 case 1: write(context, [0x20, 0x02, (connection > 1 || !dropsFirstRelease) && keepsSession ? 0x01 : 0x00, 0x00])
@@ -78,9 +78,17 @@ struct RelayBrokerClientTests {
         }
     }
 
-    @Test("After PUBREC the broker goes away: with its session back, only PUBREL is sent again; without it (restarted without persistence), the message is published again, since the broker forgot it",
-          arguments: [true, false])
-    func qos2AcrossLostBroker(keepsSession: Bool) async throws {
+    /// What the scripted broker saw, in order; whether the publication was acknowledged to
+    /// its publisher; and the client's `onSessionLost` calls.
+    struct Run {
+        var seen: [String]
+        var acknowledged: Bool
+        var sessionsLost: [Bool]
+    }
+
+    /// Starts a scripted broker and a real client, hands the client to `publish` on its loop,
+    /// and waits (bounded) for the publication's acknowledgement.
+    static func run(keepsSession: Bool, dropsFirstRelease: Bool, publish: @escaping @Sendable (RelayBrokerClient, @escaping () -> Void) -> Void) async throws -> Run {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let seen = NIOLockedValueBox<[String]>([])
         let connections = NIOLockedValueBox(0)
@@ -88,7 +96,8 @@ struct RelayBrokerClientTests {
             .childChannelInitializer { channel in
                 let connection = connections.withLockedValue { $0 += 1; return $0 }
                 return channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(ScriptedBroker(connection: connection, keepsSession: keepsSession, seen: seen))
+                    try channel.pipeline.syncOperations.addHandler(ScriptedBroker(connection: connection, keepsSession: keepsSession,
+                                                                                  dropsFirstRelease: dropsFirstRelease, seen: seen))
                 }
             }
             .bind(host: "127.0.0.1", port: 0).get()
@@ -102,58 +111,46 @@ struct RelayBrokerClientTests {
                                            logger: Logger(label: "test"), metrics: RelayMetrics(factory: TestMetrics()))
             client.onSessionLost = { first in lost.withLockedValue { $0.append(first) } }
             client.start()
-            client.publish(Publish(qos: .exactlyOnce, retain: false, topic: "t/1", packetIdentifier: nil, properties: [], payload: ByteBuffer(string: "once"))) {
-                acknowledged.withLockedValue { $0 = true }
-            }
+            publish(client) { acknowledged.withLockedValue { $0 = true } }
             return NIOLoopBound(client, eventLoop: eventLoop)
         }.get()
-
-        let done = await ReceiveCoalescingTests.wait { acknowledged.withLockedValue { $0 } ? true : nil }
-        #expect(done == true, "PUBCOMP reached the publisher: \(seen.withLockedValue { $0 })")
-        let second = seen.withLockedValue { $0 }.filter { $0.hasPrefix("2: ") }
-        #expect(seen.withLockedValue { $0 }.filter { $0.hasPrefix("1: ") } == ["1: CONNECT", "1: PUBLISH", "1: PUBREL"])
-        #expect(second == (keepsSession ? ["2: CONNECT", "2: PUBREL"] : ["2: CONNECT", "2: PUBLISH", "2: PUBREL"]))
-        // The first connection is a new session too: it says so, as the first.
-        #expect(lost.withLockedValue { $0 } == (keepsSession ? [true] : [true, false]))
+        _ = await ReceiveCoalescingTests.wait { acknowledged.withLockedValue { $0 } ? true : nil }
+        // Taken before the stop, whose DISCONNECT is not part of the exchange.
+        let run = Run(seen: seen.withLockedValue { $0 }, acknowledged: acknowledged.withLockedValue { $0 }, sessionsLost: lost.withLockedValue { $0 })
         try await eventLoop.submit { client.value.stop() }.get()
         try await broker.close()
         try await group.shutdownGracefully()
+        return run
+    }
+
+    static func publication() -> Publish {
+        Publish(qos: .exactlyOnce, retain: false, topic: "t/1", packetIdentifier: nil, properties: [], payload: ByteBuffer(string: "once"))
+    }
+
+    @Test("After PUBREC the broker goes away: with its session back, only PUBREL is sent again; without it (restarted without persistence), the message is published again, since the broker forgot it",
+          arguments: [true, false])
+    func qos2AcrossLostBroker(keepsSession: Bool) async throws {
+        let run = try await Self.run(keepsSession: keepsSession, dropsFirstRelease: true) { client, acknowledged in
+            client.publish(Self.publication(), onAcknowledged: acknowledged)
+        }
+        #expect(run.acknowledged, "PUBCOMP reached the publisher: \(run.seen)")
+        #expect(run.seen.filter { $0.hasPrefix("1: ") } == ["1: CONNECT", "1: PUBLISH", "1: PUBREL"])
+        #expect(run.seen.filter { $0.hasPrefix("2: ") } == (keepsSession ? ["2: CONNECT", "2: PUBREL"] : ["2: CONNECT", "2: PUBLISH", "2: PUBREL"]))
+        // The first connection is a new session too: it says so, as the first.
+        #expect(run.sessionsLost == (keepsSession ? [true] : [true, false]))
     }
 
     @Test("An exchange released in an earlier run (from the ledger) is resumed with PUBREL where the broker kept the session, and published again where it did not",
           arguments: [true, false])
     func resumedExchange(keepsSession: Bool) async throws {
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let seen = NIOLockedValueBox<[String]>([])
-        let broker = try await ServerBootstrap(group: group)
-            .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(ScriptedBroker(connection: 1, keepsSession: keepsSession, dropsFirstRelease: false, seen: seen))
-                }
-            }
-            .bind(host: "127.0.0.1", port: 0).get()
-        let configuration = RelayConfiguration(broker: HostPort(host: "127.0.0.1", port: broker.localAddress!.port!), clientID: "relay-qos2",
-                                               queueDirectory: "unused", rules: [])
-        let acknowledged = NIOLockedValueBox(false)
-        let eventLoop = group.next()
-        let client = try await eventLoop.submit {
-            let client = RelayBrokerClient(configuration: configuration, subscriptions: [], eventLoop: eventLoop,
-                                           logger: Logger(label: "test"), metrics: RelayMetrics(factory: TestMetrics()))
+        let run = try await Self.run(keepsSession: keepsSession, dropsFirstRelease: false) { client, acknowledged in
             client.reserve([5])
-            client.start()
-            var outgoing = RelayBrokerClient.Outgoing(publish: Publish(qos: .exactlyOnce, retain: false, topic: "t/1", packetIdentifier: nil, properties: [],
-                                                                       payload: ByteBuffer(string: "once"))) { acknowledged.withLockedValue { $0 = true } }
+            var outgoing = RelayBrokerClient.Outgoing(publish: Self.publication(), onAcknowledged: acknowledged)
             outgoing.packetID = 5
             outgoing.released = true
             client.publish(outgoing)
-            return NIOLoopBound(client, eventLoop: eventLoop)
-        }.get()
-
-        let done = await ReceiveCoalescingTests.wait { acknowledged.withLockedValue { $0 } ? true : nil }
-        #expect(done == true, "PUBCOMP reached the publisher: \(seen.withLockedValue { $0 })")
-        #expect(seen.withLockedValue { $0 } == (keepsSession ? ["1: CONNECT", "1: PUBREL"] : ["1: CONNECT", "1: PUBLISH", "1: PUBREL"]))
-        try await eventLoop.submit { client.value.stop() }.get()
-        try await broker.close()
-        try await group.shutdownGracefully()
+        }
+        #expect(run.acknowledged, "PUBCOMP reached the publisher: \(run.seen)")
+        #expect(run.seen == (keepsSession ? ["1: CONNECT", "1: PUBREL"] : ["1: CONNECT", "1: PUBLISH", "1: PUBREL"]))
     }
 }

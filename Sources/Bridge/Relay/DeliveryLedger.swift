@@ -224,18 +224,15 @@ final class DeliveryLedger {
             Self.encode(into: &state, type: RecordType.intent.rawValue, epoch: key.epoch, value: key.sequence, packetID: intent.packetID)
             if intent.released { Self.encode(into: &state, type: RecordType.released.rawValue, epoch: key.epoch, value: key.sequence) }
         }
-        guard let written = Self.writeAll(state, to: newFD, limit: injectedWriteLimit), fsync(newFD) == 0 else {
-            let error = failure("write")
+        /// The old file stays: the new one goes.
+        func abandon(_ what: String) -> DurableQueue.AppendError {
+            let error = failure(what)
             close(newFD)
             unlink(temporary)
-            throw error
+            return error
         }
-        guard rename(temporary, path) == 0 else {
-            let error = failure("rename")
-            close(newFD)
-            unlink(temporary)
-            throw error
-        }
+        guard let written = Self.writeAll(state, to: newFD, limit: injectedWriteLimit), fsync(newFD) == 0 else { throw abandon("write") }
+        guard rename(temporary, path) == 0 else { throw abandon("rename") }
         if fd >= 0 { close(fd) }
         fd = newFD
         fileLength = off_t(written)

@@ -319,6 +319,14 @@ public final class DurableQueue: @unchecked Sendable {
         return PendingWrite(bytes: record, promise: nil, sequence: nil)
     }
 
+    /// The broker released (or forgot) the QoS 2 delivery with this packet id.
+    private static func releasedRecord(_ packetID: UInt16) -> ByteBuffer {
+        var record = ByteBuffer()
+        record.writeInteger(RecordType.released.rawValue)
+        record.writeInteger(packetID)
+        return record
+    }
+
     private static func segmentPath(_ directory: String, _ number: Int) -> String {
         URL(fileURLWithPath: directory).appendingPathComponent(String(format: "%08d.log", number)).path
     }
@@ -463,11 +471,8 @@ public final class DurableQueue: @unchecked Sendable {
         // nil: nothing to release; otherwise whether the writer must be woken.
         let held = state.withLockedValue { state -> Bool? in
             guard !state.closed, let sequence = state.unreleased.removeValue(forKey: packetID) else { return nil }
-            var record = ByteBuffer()
-            record.writeInteger(RecordType.released.rawValue)
-            record.writeInteger(packetID)
             // Urgent: PUBCOMP, and the broker's next QoS 2 slot, wait for it.
-            return state.add(PendingWrite(bytes: record, promise: promise, sequence: nil, released: (packetID, sequence)), urgent: true)
+            return state.add(PendingWrite(bytes: Self.releasedRecord(packetID), promise: promise, sequence: nil, released: (packetID, sequence)), urgent: true)
         }
         guard let held else {
             promise.succeed()
@@ -487,12 +492,9 @@ public final class DurableQueue: @unchecked Sendable {
             guard !state.closed, !state.unreleased.isEmpty else { return (0, false) }
             var wake = false
             for packetID in state.unreleased.keys.sorted() {
-                var record = ByteBuffer()
-                record.writeInteger(RecordType.released.rawValue)
-                record.writeInteger(packetID)
                 // No `released`: should this record not reach the disk, the id is not held
                 // again in this run (the broker has forgotten it either way).
-                wake = state.add(PendingWrite(bytes: record, promise: nil, sequence: nil), urgent: false) || wake
+                wake = state.add(PendingWrite(bytes: Self.releasedRecord(packetID), promise: nil, sequence: nil), urgent: false) || wake
             }
             let count = state.unreleased.count
             state.unreleased.removeAll()

@@ -271,11 +271,11 @@ final class RelayService {
 
     // MARK: Queue write failures
 
-    /// Failed queue writes: since the last error line, since the disk last took a write, and
-    /// the holds (which set the next one's length) since the last failure-free half minute.
-    private var writeFailures = (sinceLog: 0, sinceSuccess: 0, holds: 0, first: NIODeadline?.none, last: NIODeadline.uptimeNanoseconds(0))
+    /// Failed queue writes: since the disk last took a write, and the holds (which set the
+    /// next one's length) since the last failure-free half minute.
+    private var writeFailures = (sinceSuccess: 0, holds: 0, first: NIODeadline?.none, last: NIODeadline.uptimeNanoseconds(0))
+    private var writeFailureLog = OccasionalLog(interval: .seconds(60))
     private var holdingBrokerUntil = NIODeadline.uptimeNanoseconds(0)
-    private var lastWriteFailureLog: NIODeadline?
 
     /// A queue write failed (a full or failing disk). What it held was not acknowledged to
     /// the broker, which keeps it for the relay's session: stay away from the broker for a
@@ -287,7 +287,7 @@ final class RelayService {
         let now = NIODeadline.now()
         if now - writeFailures.last > .seconds(30) { writeFailures.holds = 0 }
         writeFailures.last = now
-        writeFailures.sinceLog += 1
+        writeFailureLog.occurred()
         writeFailures.sinceSuccess += 1
         if writeFailures.first == nil { writeFailures.first = now }
         // Batches that were on their way when the hold began fail too: one hold covers them.
@@ -295,37 +295,32 @@ final class RelayService {
         writeFailures.holds += 1
         let hold = TimeAmount.milliseconds(Int64(min(10_000, 1_000 << min(writeFailures.holds - 1, 4))))
         holdingBrokerUntil = now + hold
-        if lastWriteFailureLog.map({ now - $0 >= .seconds(60) }) ?? true {
-            lastWriteFailureLog = now
-            var metadata: Logger.Metadata = ["event": "relay_queue_error", "failed_writes": "\(writeFailures.sinceLog)", "retry_ms": "\(hold.nanoseconds / 1_000_000)"]
+        if let failed = writeFailureLog.due(at: now) {
+            var metadata: Logger.Metadata = ["event": "relay_queue_error", "failed_writes": "\(failed)", "retry_ms": "\(hold.nanoseconds / 1_000_000)"]
             if let peer { metadata["peer"] = "\(peer)" }
             logger.error("relay queue \(what): \(error); the local broker keeps the messages for this relay's session; reconnecting to it in \(hold.nanoseconds / 1_000_000) ms (said at most once a minute: failed_writes counts since the last time)",
                          metadata: metadata)
-            writeFailures.sinceLog = 0
         }
         broker.reconnect(holdingUntil: holdingBrokerUntil)
     }
 
-    private var ledgerFailures: (count: Int, lastLog: NIODeadline?) = (0, nil)
+    private var ledgerFailureLog = OccasionalLog(interval: .seconds(60))
 
     /// The delivery ledger could not be written: acknowledgements to the peer wait for it (a
     /// message acknowledged but not recorded would be published again after a restart).
     /// Counted; said at most once a minute.
     func ledgerWriteFailed(_ error: String, peer: String) {
         metrics.ledgerWriteErrors.increment()
-        ledgerFailures.count += 1
-        let now = NIODeadline.now()
-        guard ledgerFailures.lastLog.map({ now - $0 >= .seconds(60) }) ?? true else { return }
-        ledgerFailures.lastLog = now
+        ledgerFailureLog.occurred()
+        guard let failed = ledgerFailureLog.due(at: .now()) else { return }
         logger.error("relay delivery ledger write failed: \(error); acknowledgements to \(peer) wait until it succeeds (retried every second; said at most once a minute)",
-                     metadata: ["event": "relay_ledger_error", "peer": "\(peer)", "failed_writes": "\(ledgerFailures.count)"])
-        ledgerFailures.count = 0
+                     metadata: ["event": "relay_ledger_error", "peer": "\(peer)", "failed_writes": "\(failed)"])
     }
 
     func ledgerWriteSucceeded(peer: String) {
-        guard ledgerFailures.lastLog != nil else { return }
+        guard ledgerFailureLog.hasSaid else { return }
         logger.notice("relay delivery ledger writes succeed again", metadata: ["event": "relay_ledger_recovered", "peer": "\(peer)"])
-        ledgerFailures = (0, nil)
+        ledgerFailureLog.reset()
     }
 
     /// A queue write succeeded: says that writes work again after failing, and for how long they had.
@@ -899,9 +894,9 @@ final class RelayPeer {
         // they wait (the sender keeps the messages), and the records are tried again.
         if let ledger, !ledger.flush() {
             service.ledgerWriteFailed(ledger.lastWriteError, peer: name)
-            let loopBound = NIOLoopBound(self, eventLoop: service.eventLoop)
             if !ledgerRetryScheduled {
                 ledgerRetryScheduled = true
+                let loopBound = NIOLoopBound(self, eventLoop: service.eventLoop)
                 service.eventLoop.scheduleTask(in: .seconds(1)) {
                     let peer = loopBound.value
                     peer.ledgerRetryScheduled = false
